@@ -259,6 +259,9 @@ impl Installations {
             .clone()
             .or_else(|| current.installed_by_admin_id.clone());
 
+        // NOTE: the replaced token is not revoked at Intercom. Its only
+        // revocation endpoint uninstalls the app from the workspace, which
+        // would disable the new token as well.
         let mut active: installation::ActiveModel = current.into();
         active.name = Set(owner.workspace_name.clone());
         active.region = Set(owner.region.as_str().to_owned());

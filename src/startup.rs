@@ -40,9 +40,25 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database, runs migrations, loads the token key and
-    /// binds both listeners.
+    /// Binds both listeners, then builds as [`Application::build_on`] does.
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("failed to listen on GRPC_ADDR {}", settings.grpc_addr))?;
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("failed to listen on HTTP_ADDR {}", settings.http_addr))?;
+        Self::build_on(settings, grpc_listener, http_listener).await
+    }
+
+    /// Loads the token key, connects to the database and runs migrations, to
+    /// serve on listeners the caller bound. `GRPC_ADDR` and `HTTP_ADDR` are
+    /// not used.
+    pub async fn build_on(
+        settings: ServeSettings,
+        grpc_listener: TcpListener,
+        http_listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let cipher = load_cipher(&settings)?;
         let db = persistence::migrate(&settings.database.url).await?;
         let intercom =
@@ -54,13 +70,6 @@ impl Application {
                 "INTERCOM_CLIENT_ID or INTERCOM_CLIENT_SECRET is not set; OAuth installs are turned off"
             );
         }
-
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| format!("failed to listen on GRPC_ADDR {}", settings.grpc_addr))?;
-        let http_listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("failed to listen on HTTP_ADDR {}", settings.http_addr))?;
 
         let http_state = HttpState {
             installations: installations.clone(),
