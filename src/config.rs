@@ -106,7 +106,7 @@ pub struct ServeSettings {
     #[arg(long, env = "INTERCOM_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=120_000))]
     pub intercom_timeout_ms: u64,
 
-    /// Longest wait for Intercom's rate limit window to reset before a call
+    /// Maximum wait for Intercom's rate limit window to reset before a call
     /// fails as unavailable, in milliseconds.
     #[arg(long, env = "INTERCOM_RATE_LIMIT_MAX_WAIT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub intercom_rate_limit_max_wait_ms: u64,

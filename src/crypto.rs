@@ -59,7 +59,7 @@ impl TokenCipher {
         }
         let cipher =
             Aes256Gcm::new_from_slice(bytes).map_err(|_| KeyError::WrongLength(bytes.len()))?;
-        // The key id is a public name for the key: a short hash that tells
+        // The key id is a public name for the key: a short hash that shows
         // which key sealed a row without revealing anything about the key.
         let key_id = fingerprint(&Sha256::digest(
             [b"intercom-installs key id:".as_slice(), bytes].concat(),
@@ -165,7 +165,7 @@ pub fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
-/// A random URL-safe value with 256 bits of entropy.
+/// Returns a random URL-safe value with 256 bits of entropy.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

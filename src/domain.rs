@@ -1,5 +1,5 @@
 //! Validated values that the rest of the service works with. Requests are
-//! parsed into these at the boundary, so inner code never sees an empty
+//! parsed into these at the boundary, so inner code never gets an empty
 //! workspace id or a token with whitespace in it.
 
 use std::fmt;
@@ -9,11 +9,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::Error;
 
-/// Longest workspace id accepted. Intercom's `id_code` values are 8
+/// Maximum workspace id length accepted. Intercom's `id_code` values are 8
 /// characters; the margin allows for other formats without storing junk.
 pub const MAX_WORKSPACE_ID_LEN: usize = 64;
 
-/// Longest access token accepted. Intercom tokens are about 60 characters.
+/// Maximum access token length accepted. Intercom tokens are about 60 characters.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
 /// An Intercom workspace id (`app.id_code` in `GET /me`).
@@ -210,7 +210,7 @@ pub struct Installation {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What storing a token did to the installation.
+/// Effect of storing a token on the installation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeOutcome {
     Installed,
@@ -228,7 +228,7 @@ pub struct TokenOwner {
     pub admin_id: Option<String>,
 }
 
-/// Who made a change, recorded in the audit history: `grpc:<peer address>`,
+/// Author of a change, recorded in the audit history: `grpc:<peer address>`,
 /// `admin:<intercom admin id>` or `intercom:uninstall-notification`.
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);

@@ -25,7 +25,7 @@ pub enum Error {
     #[error("{0}")]
     Aborted(String),
 
-    /// Intercom could not be reached or did not give a usable answer.
+    /// Intercom could not be reached or did not send a usable response.
     #[error("Intercom is unavailable: {0}")]
     IntercomUnavailable(IntercomError),
 
@@ -53,7 +53,7 @@ impl Error {
         Error::Internal(error.into())
     }
 
-    /// A short label for logs and metrics.
+    /// Returns a short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidArgument { .. } => "invalid_argument",
@@ -79,7 +79,7 @@ impl Error {
         text
     }
 
-    /// Whether the fault is ours rather than the caller's, so it is logged
+    /// Returns whether the fault is ours rather than the caller's, so it is logged
     /// with its cause chain at error level.
     pub fn is_server_fault(&self) -> bool {
         matches!(self, Error::DatabaseUnavailable(_) | Error::Internal(_))

@@ -42,7 +42,7 @@ pub enum StoreMode {
     Rotate,
 }
 
-/// What an uninstall notification did.
+/// Result of an uninstall notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UninstallOutcome {
     Uninstalled,
@@ -85,8 +85,8 @@ impl Installations {
         &self.intercom
     }
 
-    /// Installs with a Developer Hub token: asks `/me` which workspace it
-    /// belongs to and stores it there.
+    /// Installs with a Developer Hub token: looks up its workspace with
+    /// `GET /me` and stores the token there.
     pub async fn install_with_token(
         &self,
         token: &AccessToken,
@@ -378,8 +378,8 @@ impl Installations {
         }
     }
 
-    /// Marks the workspace `status` and erases its token, but only while it
-    /// still holds the token with `fingerprint`. Returns whether it did.
+    /// Marks the workspace `status` and erases its token, but only while its
+    /// stored token has `fingerprint`. Returns whether it did.
     async fn deactivate(
         &self,
         workspace_id: &WorkspaceId,
@@ -440,7 +440,7 @@ impl Installations {
         Ok(to_installation(&self.find_model(workspace_id).await?))
     }
 
-    /// One page of installations, oldest first. Pages are keyed by the row id,
+    /// Returns one page of installations, oldest first. Pages are keyed by the row id,
     /// which only grows, so rows added while paging appear on a later page
     /// and never shift rows already returned.
     pub async fn list(&self, query: &ListQuery) -> Result<Page, Error> {

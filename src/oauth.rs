@@ -55,7 +55,7 @@ impl Origin {
     }
 }
 
-/// What a state is for.
+/// Purpose of a state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
     Install,
@@ -72,8 +72,8 @@ pub struct CallbackParams {
     pub error: Option<String>,
 }
 
-/// Why a callback failed. Each variant has a message an admin can act on;
-/// none carries a code, state or token.
+/// Reason a callback failed. Each variant has a message an admin can act
+/// on, and none carries a code, state or token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureReason {
     NotConfigured,
@@ -92,7 +92,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    /// A short label for logs.
+    /// Returns a short label for logs.
     pub fn label(&self) -> &'static str {
         match self {
             FailureReason::NotConfigured => "not_configured",
@@ -260,7 +260,7 @@ impl OAuthFlows {
     }
 
     /// Completes a flow: checks and consumes the state, exchanges the code,
-    /// asks `/me` which workspace it is, and stores the installation.
+    /// looks up the workspace with `GET /me`, and stores the installation.
     pub async fn complete(
         &self,
         params: CallbackParams,
@@ -480,8 +480,8 @@ impl OAuthFlows {
         }
     }
 
-    /// Marks the state used with one conditional UPDATE; of two concurrent
-    /// callbacks only one sees a changed row.
+    /// Marks the state used with one conditional UPDATE, so of two concurrent
+    /// callbacks only one changes a row.
     async fn consume(&self, row: &oauth_state::Model) -> Result<(), FailureReason> {
         let now = now();
         let consumed = oauth_state::Entity::update_many()

@@ -9,7 +9,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. An invalid filter falls back to `info`
-/// and says so, because a typo in `RUST_LOG` must not silence the service.
+/// with a warning, because a typo in `RUST_LOG` must not silence the service.
 pub fn init(format: LogFormat, filter: &str) {
     let (env_filter, filter_error) = match EnvFilter::try_new(filter) {
         Ok(env_filter) => (env_filter, None),

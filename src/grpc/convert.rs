@@ -84,7 +84,7 @@ fn install_method(method: InstallMethod) -> proto::InstallMethod {
     }
 }
 
-/// What an `Install` request asks for.
+/// Action requested by an `Install` request.
 pub enum InstallCommand {
     WithToken(AccessToken),
     StartOAuth,
@@ -107,7 +107,7 @@ impl TryFrom<proto::InstallRequest> for InstallCommand {
     }
 }
 
-/// What a `Regenerate` request asks for.
+/// Action requested by a `Regenerate` request.
 pub struct RegenerateCommand {
     pub workspace_id: WorkspaceId,
     pub token: Option<AccessToken>,

@@ -32,10 +32,10 @@ pub async fn install(
         None | Some("app_store") => Origin::AppStore,
         Some("website") => Origin::Website,
         Some(other) => {
-            let shown: String = other.chars().take(40).collect();
+            let truncated: String = other.chars().take(40).collect();
             return plain_text(
                 StatusCode::BAD_REQUEST,
-                format!("from: {shown:?} is invalid; allowed values are app_store and website"),
+                format!("from: {truncated:?} is invalid; allowed values are app_store and website"),
             );
         }
     };
@@ -92,16 +92,18 @@ pub async fn callback(
                 outcome = "installed",
                 "OAuth install completed"
             );
+            state.metrics.record_oauth_callback("installed");
             redirect(&state.oauth.success_url(origin))
         }
         Err(failure) => {
             tracing::info!(outcome = failure.reason.label(), "OAuth install failed");
+            state.metrics.record_oauth_callback(failure.reason.label());
             redirect(&state.oauth.failure_url(failure.origin, &failure.reason))
         }
     }
 }
 
-/// The browser id from the cookie, or a new one set in the returned jar.
+/// Returns the browser id from the cookie, or a new one set in the returned jar.
 fn browser_id(jar: CookieJar, secure: bool) -> (CookieJar, String) {
     if let Some(cookie) = jar.get(BROWSER_COOKIE)
         && cookie.value().len() == BROWSER_ID_LEN

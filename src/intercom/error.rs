@@ -14,7 +14,7 @@ const DEAD_TOKEN_CODES: &[&str] = &[
     "token_blocked",
 ];
 
-/// Longest part of an Intercom error message kept for logs and callers.
+/// Maximum length of an Intercom error message kept for logs and callers.
 const MAX_MESSAGE_LEN: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum IntercomError {
 }
 
 impl IntercomError {
-    /// Whether the failure may pass if the call is made again later.
+    /// Returns whether the same call may succeed if made again later.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -72,7 +72,7 @@ impl fmt::Display for IntercomError {
                 code,
                 message,
             } => {
-                write!(formatter, "Intercom answered {status}")?;
+                write!(formatter, "Intercom returned {status}")?;
                 if let Some(code) = code {
                     write!(formatter, " {code}")?;
                 }
@@ -166,7 +166,7 @@ fn truncate(mut text: String) -> String {
     text
 }
 
-/// Classifies a non-2xx answer from a call made with an access token.
+/// Classifies a non-2xx response to a call made with an access token.
 pub fn classify_token_call(status: StatusCode, body: &ErrorBody) -> IntercomError {
     if status == StatusCode::UNAUTHORIZED || body.means_dead_token() {
         return IntercomError::TokenRejected {
@@ -178,7 +178,7 @@ pub fn classify_token_call(status: StatusCode, body: &ErrorBody) -> IntercomErro
 
 pub fn classify_other(status: StatusCode, body: &ErrorBody) -> IntercomError {
     if status.is_server_error() {
-        return IntercomError::Unreachable(format!("Intercom answered {status}"));
+        return IntercomError::Unreachable(format!("Intercom returned {status}"));
     }
     IntercomError::Rejected {
         status: status.as_u16(),

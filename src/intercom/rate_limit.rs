@@ -1,7 +1,7 @@
 //! Intercom's rate limit windows, read from `X-RateLimit-Remaining` and
 //! `X-RateLimit-Reset` (Unix seconds). Limits differ by plan, so they are
-//! never hard-coded: a call waits only while the last answer said the window
-//! is used up.
+//! never hard-coded: a call waits only while the last response reported the
+//! window as used up.
 
 use std::{
     collections::HashMap,

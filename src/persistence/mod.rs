@@ -48,8 +48,8 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())
 }
 
-/// Whether `error` is a unique constraint violation, which a concurrent
-/// insert of the same key causes.
+/// Returns whether `error` is a unique constraint violation, which a
+/// concurrent insert of the same key causes.
 pub fn is_unique_violation(error: &DbErr) -> bool {
     matches!(
         error.sql_err(),
