@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod installations;
 pub mod intercom;
+pub mod metrics;
 pub mod oauth;
 pub mod persistence;
 pub mod startup;

@@ -17,6 +17,7 @@ use crate::{
     http::{self, HttpState},
     installations::Installations,
     intercom::IntercomClient,
+    metrics::Metrics,
     oauth::OAuthFlows,
     persistence, proto,
 };
@@ -36,6 +37,7 @@ pub struct Application {
     installations: Arc<Installations>,
     oauth: Arc<OAuthFlows>,
     http_state: HttpState,
+    metrics: Arc<Metrics>,
     shutdown_grace: Duration,
 }
 
@@ -61,8 +63,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let cipher = load_cipher(&settings)?;
         let db = persistence::migrate(&settings.database.url).await?;
-        let intercom =
-            IntercomClient::new(&settings).context("failed to build the Intercom HTTP client")?;
+        let metrics = Arc::new(Metrics::default());
+        let intercom = IntercomClient::new(&settings, metrics.clone())
+            .context("failed to build the Intercom HTTP client")?;
         let installations = Arc::new(Installations::new(db.clone(), cipher, intercom));
         let oauth = Arc::new(OAuthFlows::new(installations.clone(), &settings));
         if !oauth.is_configured() {
@@ -76,6 +79,7 @@ impl Application {
             oauth: oauth.clone(),
             client_secret: settings.intercom_client_secret.clone(),
             secure_cookies: settings.public_url.scheme() == "https",
+            metrics: metrics.clone(),
         };
         Ok(Self {
             grpc_listener,
@@ -84,6 +88,7 @@ impl Application {
             installations,
             oauth,
             http_state,
+            metrics,
             shutdown_grace: settings.shutdown_grace(),
         })
     }
@@ -124,7 +129,11 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let api = InstallationApi::new(self.installations.clone(), self.oauth.clone());
+        let api = InstallationApi::new(
+            self.installations.clone(),
+            self.oauth.clone(),
+            self.metrics.clone(),
+        );
 
         let mut servers = JoinSet::new();
         let grpc = Server::builder()
@@ -207,8 +216,8 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// Keeps gRPC health in step with the database: NOT_SERVING while it does
-/// not answer.
+/// Keeps gRPC health in step with the database: NOT_SERVING while a ping
+/// query fails.
 async fn watch_database(
     db: DatabaseConnection,
     reporter: HealthReporter,
@@ -288,7 +297,7 @@ fn load_cipher(settings: &ServeSettings) -> anyhow::Result<TokenCipher> {
     Ok(cipher)
 }
 
-/// The file of a SQLite URL, or `None` for an in-memory database.
+/// Returns the file of a SQLite URL, or `None` for an in-memory database.
 fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")

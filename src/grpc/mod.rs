@@ -15,6 +15,7 @@ use crate::{
     domain::{Actor, WorkspaceId},
     error::Error,
     installations::{Installations, ListQuery},
+    metrics::Metrics,
     oauth::{OAuthFlows, Purpose},
     proto::{self, installation_service_server::InstallationService},
 };
@@ -25,14 +26,37 @@ pub use proto::installation_service_server::InstallationServiceServer;
 pub struct InstallationApi {
     installations: Arc<Installations>,
     oauth: Arc<OAuthFlows>,
+    metrics: Arc<Metrics>,
 }
 
 impl InstallationApi {
-    pub fn new(installations: Arc<Installations>, oauth: Arc<OAuthFlows>) -> Self {
+    pub fn new(
+        installations: Arc<Installations>,
+        oauth: Arc<OAuthFlows>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             installations,
             oauth,
+            metrics,
         }
+    }
+
+    /// Logs and counts the end of one RPC and turns the result into a tonic response.
+    fn finish<T>(
+        &self,
+        rpc: &'static str,
+        workspace_id: Option<&str>,
+        started: Instant,
+        result: Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.kind(),
+        };
+        self.metrics
+            .record_rpc(rpc, outcome, started.elapsed().as_secs_f64());
+        log_rpc(rpc, workspace_id, started, result)
     }
 }
 
@@ -43,7 +67,7 @@ fn actor<T>(request: &Request<T>) -> Actor {
     }
 }
 
-/// The workspace id of a request, if it is valid enough to log.
+/// Returns the workspace id of a request if it is valid, so it is safe to log.
 fn loggable(workspace_id: &str) -> Option<&str> {
     WorkspaceId::parse("workspace_id", workspace_id)
         .ok()
@@ -51,7 +75,7 @@ fn loggable(workspace_id: &str) -> Option<&str> {
 }
 
 /// Logs the end of one RPC and turns the result into a tonic response.
-fn finish<T>(
+fn log_rpc<T>(
     rpc: &'static str,
     workspace_id: Option<&str>,
     started: Instant,
@@ -139,7 +163,7 @@ impl InstallationService for InstallationApi {
         let response = result.map(|result| proto::InstallResponse {
             result: Some(result),
         });
-        finish("Install", workspace_id.as_deref(), started, response)
+        self.finish("Install", workspace_id.as_deref(), started, response)
     }
 
     async fn regenerate(
@@ -180,7 +204,7 @@ impl InstallationService for InstallationApi {
             })
         }
         .await;
-        finish("Regenerate", loggable(&workspace_id), started, result)
+        self.finish("Regenerate", loggable(&workspace_id), started, result)
     }
 
     async fn revoke(
@@ -199,7 +223,7 @@ impl InstallationService for InstallationApi {
             })
         }
         .await;
-        finish("Revoke", loggable(&request.workspace_id), started, result)
+        self.finish("Revoke", loggable(&request.workspace_id), started, result)
     }
 
     async fn list_workspaces(
@@ -216,7 +240,7 @@ impl InstallationService for InstallationApi {
             })
         }
         .await;
-        finish("ListWorkspaces", None, started, result)
+        self.finish("ListWorkspaces", None, started, result)
     }
 
     async fn get_workspace(
@@ -231,7 +255,7 @@ impl InstallationService for InstallationApi {
             Ok(convert::workspace(&installation))
         }
         .await;
-        finish(
+        self.finish(
             "GetWorkspace",
             loggable(&request.workspace_id),
             started,

@@ -1,5 +1,5 @@
 //! The HTTP side: the OAuth install flow for admins' browsers, Intercom's
-//! uninstall notification, and health endpoints.
+//! uninstall notification, health endpoints and metrics.
 
 mod health;
 mod oauth;
@@ -18,7 +18,7 @@ use percent_encoding::percent_decode_str;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::{installations::Installations, oauth::OAuthFlows};
+use crate::{installations::Installations, metrics::Metrics, oauth::OAuthFlows};
 
 /// Largest uninstall notification body accepted; Intercom's is about 30 bytes.
 const MAX_WEBHOOK_BODY_BYTES: usize = 64 * 1024;
@@ -31,6 +31,7 @@ pub struct HttpState {
     pub client_secret: Option<SecretString>,
     /// Whether cookies get the `Secure` attribute: true when `PUBLIC_URL` is https.
     pub secure_cookies: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -43,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .with_state(state)
 }
 

@@ -31,6 +31,7 @@ pub async fn uninstall(
             reason,
             "rejected uninstall notification with a bad signature"
         );
+        state.metrics.record_uninstall_notification("bad_signature");
         return plain_text(
             StatusCode::UNAUTHORIZED,
             format!("signature is invalid: {reason}"),
@@ -53,6 +54,9 @@ pub async fn uninstall(
             outcome = "missing_app_id",
             "ignored uninstall notification without app_id"
         );
+        state
+            .metrics
+            .record_uninstall_notification("missing_app_id");
         return plain_text(StatusCode::OK, "ignored: no app_id");
     };
     let Ok(workspace_id) = WorkspaceId::parse("app_id", &app_id) else {
@@ -60,6 +64,9 @@ pub async fn uninstall(
             outcome = "invalid_app_id",
             "ignored uninstall notification with an invalid app_id"
         );
+        state
+            .metrics
+            .record_uninstall_notification("invalid_app_id");
         return plain_text(StatusCode::OK, "ignored: invalid app_id");
     };
 
@@ -71,6 +78,7 @@ pub async fn uninstall(
     {
         Ok(outcome) => {
             let label = outcome_label(outcome);
+            state.metrics.record_uninstall_notification(label);
             tracing::info!(
                 workspace_id = workspace_id.as_str(),
                 outcome = label,
@@ -79,7 +87,8 @@ pub async fn uninstall(
             plain_text(StatusCode::OK, label)
         }
         Err(error) => {
-            // 503 asks Intercom to deliver the notification again later.
+            state.metrics.record_uninstall_notification(error.kind());
+            // A 503 makes Intercom deliver the notification again later.
             tracing::warn!(
                 workspace_id = workspace_id.as_str(),
                 outcome = error.kind(),

@@ -7,7 +7,7 @@
 mod error;
 mod rate_limit;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use reqwest::{RequestBuilder, StatusCode, header};
@@ -21,9 +21,10 @@ use rate_limit::RateLimits;
 use crate::{
     config::{ServeSettings, endpoint_url},
     domain::{AccessToken, Region, TokenOwner, WorkspaceId},
+    metrics::Metrics,
 };
 
-/// Largest response body read from Intercom; `/me` answers are about 1 KiB.
+/// Largest response body read from Intercom; a `/me` response is about 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// The app's OAuth client credentials from the Developer Hub.
@@ -41,6 +42,7 @@ pub struct IntercomClient {
     version: String,
     credentials: Option<OAuthCredentials>,
     rate_limits: RateLimits,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +65,7 @@ struct TokenResponse {
 }
 
 impl IntercomClient {
-    pub fn new(settings: &ServeSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &ServeSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.intercom_timeout())
             .connect_timeout(settings.intercom_timeout().min(Duration::from_secs(5)))
@@ -89,6 +91,7 @@ impl IntercomClient {
             version: settings.intercom_version.clone(),
             credentials,
             rate_limits: RateLimits::new(settings.rate_limit_max_wait()),
+            metrics,
         })
     }
 
@@ -121,7 +124,9 @@ impl IntercomClient {
             ("client_secret", credentials.client_secret.expose_secret()),
         ];
         let (status, body) = self
-            .send("oauth-exchange", || self.http.post(url.clone()).form(&form))
+            .send("token_exchange", "oauth-exchange", || {
+                self.http.post(url.clone()).form(&form)
+            })
             .await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(IntercomError::CodeRejected {
@@ -133,18 +138,18 @@ impl IntercomClient {
         }
 
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-            IntercomError::InvalidResponse("token exchange answer is not JSON".into())
+            IntercomError::InvalidResponse("token exchange response is not JSON".into())
         })?;
         let token = parsed
             .access_token
             .or(parsed.token)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| {
-                IntercomError::InvalidResponse("token exchange answer has no access_token".into())
+                IntercomError::InvalidResponse("token exchange response has no access_token".into())
             })?;
         AccessToken::parse("access_token", &token).map_err(|_| {
             IntercomError::InvalidResponse(
-                "token exchange answer has a malformed access_token".into(),
+                "token exchange response has a malformed access_token".into(),
             )
         })
     }
@@ -157,7 +162,7 @@ impl IntercomClient {
     ) -> Result<TokenOwner, IntercomError> {
         let url = endpoint_url(self.api_for(region), "me");
         let (status, body) = self
-            .send(&token.fingerprint(), || {
+            .send("me", &token.fingerprint(), || {
                 self.http.get(url.clone()).bearer_auth(token.expose())
             })
             .await?;
@@ -166,16 +171,16 @@ impl IntercomClient {
         }
 
         let parsed: MeResponse = serde_json::from_slice(&body)
-            .map_err(|_| IntercomError::InvalidResponse("/me answer is not JSON".into()))?;
+            .map_err(|_| IntercomError::InvalidResponse("/me response is not JSON".into()))?;
         let app = parsed
             .app
-            .ok_or_else(|| IntercomError::InvalidResponse("/me answer has no app".into()))?;
+            .ok_or_else(|| IntercomError::InvalidResponse("/me response has no app".into()))?;
         let workspace_id = app
             .id_code
             .as_deref()
             .and_then(|id| WorkspaceId::parse("app.id_code", id).ok())
             .ok_or_else(|| {
-                IntercomError::InvalidResponse("/me answer has no valid app.id_code".into())
+                IntercomError::InvalidResponse("/me response has no valid app.id_code".into())
             })?;
         let admin_id = parsed.id.and_then(|id| match id {
             serde_json::Value::String(id) => Some(id),
@@ -204,7 +209,7 @@ impl IntercomClient {
     ) -> Result<(), IntercomError> {
         let url = endpoint_url(self.api_for(region), "auth/uninstall");
         let (status, body) = self
-            .send(&token.fingerprint(), || {
+            .send("uninstall", &token.fingerprint(), || {
                 self.http.post(url.clone()).bearer_auth(token.expose())
             })
             .await?;
@@ -222,24 +227,33 @@ impl IntercomClient {
         }
     }
 
-    /// Sends a request built by `build`, honouring the rate limit window of
-    /// `limit_key`. A 429 is retried once when its window resets within the
+    /// Sends a request to `endpoint` (a metrics label) built by `build`,
+    /// honouring the rate limit window of `limit_key`. A 429 is retried once when its window resets within the
     /// configured wait.
     async fn send(
         &self,
+        endpoint: &'static str,
         limit_key: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(StatusCode, Bytes), IntercomError> {
         let mut retried = false;
         loop {
             self.rate_limits.wait_for(limit_key).await?;
-            let response = build()
+            let sent = build()
                 .header("Intercom-Version", &self.version)
                 .header(header::ACCEPT, "application/json")
                 .send()
-                .await
-                .map_err(describe_transport_error)?;
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) => {
+                    self.metrics.record_intercom_request(endpoint, None);
+                    return Err(describe_transport_error(error));
+                }
+            };
             let status = response.status();
+            self.metrics
+                .record_intercom_request(endpoint, Some(status.as_u16()));
             self.rate_limits
                 .record(limit_key, status, response.headers());
             let body = read_body(response).await?;
@@ -267,7 +281,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, IntercomErr
     while let Some(chunk) = response.chunk().await.map_err(describe_transport_error)? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(IntercomError::InvalidResponse(format!(
-                "answer is larger than {MAX_RESPONSE_BYTES} bytes"
+                "response is larger than {MAX_RESPONSE_BYTES} bytes"
             )));
         }
         body.extend_from_slice(&chunk);

@@ -92,3 +92,122 @@ async fn reflection_lists_services() {
     );
     app.finish().await;
 }
+
+/// Runs `sql` on the PostgreSQL server as the admin user of `TEST_DATABASE_URL`.
+async fn admin_execute(admin_url: &str, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
+    admin.execute_unprepared(sql).await.unwrap();
+    admin.close().await.ok();
+}
+
+async fn grpc_health(app: &TestApp) -> i32 {
+    let mut health = HealthClient::new(channel(app).await);
+    let request = HealthCheckRequest {
+        service: "intercom.installs.v1.InstallationService".into(),
+    };
+    health.check(request).await.unwrap().into_inner().status
+}
+
+/// Polls `check` every 250 ms for up to 15 s until it returns true.
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..60 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn database_outage_reports_unavailable() {
+    let app = TestApp::spawn().await;
+    let crate::helpers::TestDatabase::Postgres { admin_url, name } = &app.database else {
+        // Only a server database can be cut off from outside the process.
+        eprintln!("database_outage_reports_unavailable runs only with TEST_DATABASE_URL");
+        app.finish().await;
+        return;
+    };
+    let (admin_url, name) = (admin_url.clone(), name.clone());
+    app.install_with_token("ws1", "US").await;
+
+    admin_execute(
+        &admin_url,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    admin_execute(
+        &admin_url,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    )
+    .await;
+
+    let readyz = format!("{}/readyz", app.http_url);
+    assert_eq!(http_status(&readyz).await, StatusCode::SERVICE_UNAVAILABLE);
+    let status = app
+        .grpc
+        .clone()
+        .get_workspace(intercom_installs::proto::GetWorkspaceRequest {
+            workspace_id: "ws1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        status.message()
+    );
+    assert!(
+        eventually(|| async { grpc_health(&app).await == ServingStatus::NotServing as i32 }).await
+    );
+
+    admin_execute(
+        &admin_url,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    assert!(eventually(|| async { http_status(&readyz).await == StatusCode::OK }).await);
+    assert!(
+        eventually(|| async { grpc_health(&app).await == ServingStatus::Serving as i32 }).await
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests() {
+    let app = TestApp::spawn().await;
+    app.install_with_token("ws1", "US").await;
+    let notification = reqwest::Client::new()
+        .post(format!("{}/webhooks/uninstall", app.http_url))
+        .body(r#"{"app_id":"nobody"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notification.status(), StatusCode::OK);
+
+    let response = reqwest::get(format!("{}/metrics", app.http_url))
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let expected = [
+        r#"intercom_installs_rpc_requests_total{rpc="Install",outcome="ok"} 1"#,
+        r#"intercom_installs_rpc_duration_seconds_count{rpc="Install"} 1"#,
+        r#"intercom_installs_intercom_requests_total{endpoint="me",status="200"} 1"#,
+        r#"intercom_installs_uninstall_notifications_total{outcome="unknown_workspace"} 1"#,
+    ];
+    for line in expected {
+        assert!(
+            text.lines().any(|candidate| candidate == line),
+            "missing {line} in\n{text}"
+        );
+    }
+    app.finish().await;
+}

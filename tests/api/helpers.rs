@@ -74,7 +74,7 @@ pub struct TestApp {
     pub intercom: StandIn,
     pub db: DatabaseConnection,
     pub encryption_key: String,
-    database: TestDatabase,
+    pub database: TestDatabase,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// State values seen in authorize URLs, which must never be logged.
