@@ -211,3 +211,37 @@ async fn metrics_count_requests() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let mut app = TestApp::spawn().await;
+    app.intercom.add_workspace("ws1", "Acme", "US");
+    let token = app.intercom.issue_token("ws1", "admin-1");
+    app.intercom.set_fault(
+        intercom_stand_in::Endpoint::Me,
+        Some(intercom_stand_in::Fault::Delay(
+            std::time::Duration::from_millis(1500),
+        )),
+    );
+    let mut client = app.grpc.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .install(crate::helpers::install_request(&token))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    app.begin_shutdown();
+    let response = in_flight.await.unwrap();
+
+    assert!(response.is_ok(), "{response:?}");
+    assert_eq!(app.installation("ws1").await.unwrap().status, "active");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        reqwest::get(format!("{}/healthz", app.http_url))
+            .await
+            .is_err(),
+        "the HTTP listener is closed"
+    );
+    app.finish().await;
+}

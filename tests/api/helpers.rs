@@ -241,6 +241,13 @@ impl TestApp {
         }
     }
 
+    /// Starts the shutdown that SIGTERM starts in production.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.send(()).ok();
+        }
+    }
+
     /// Stops the app, checks that no secret reached the logs, and drops the database.
     pub async fn finish(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
