@@ -117,7 +117,7 @@ impl TestDatabase {
         }
     }
 
-    async fn drop_database(&self) {
+    pub async fn drop_database(&self) {
         match self {
             TestDatabase::Sqlite { path } => {
                 for suffix in ["", "-wal", "-shm", ".key"] {

@@ -74,3 +74,21 @@ async fn bad_encryption_key_is_refused() {
     );
     std::fs::remove_file(&database).ok();
 }
+
+#[tokio::test]
+async fn concurrent_migrations_all_succeed() {
+    // Replicas that start together all run the migrations on one database.
+    let (database, url) = crate::helpers::TestDatabase::create().await;
+
+    let (first, second, third) = tokio::join!(
+        intercom_installs::persistence::migrate(&url),
+        intercom_installs::persistence::migrate(&url),
+        intercom_installs::persistence::migrate(&url)
+    );
+
+    for result in [first, second, third] {
+        let db = result.expect("migrations succeed");
+        db.close().await.ok();
+    }
+    database.drop_database().await;
+}
