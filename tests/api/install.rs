@@ -284,42 +284,50 @@ async fn long_rate_limit_is_unavailable() {
     app.finish().await;
 }
 
+fn oauth_install_request() -> proto::InstallRequest {
+    proto::InstallRequest {
+        method: Some(proto::install_request::Method::Oauth(
+            proto::OAuthInstall {},
+        )),
+    }
+}
+
+/// Starts an OAuth install through the gRPC API and returns its authorization.
+async fn start_oauth_install(app: &TestApp) -> proto::Authorization {
+    let response = app
+        .grpc
+        .clone()
+        .install(oauth_install_request())
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(install_response::Result::Authorization(authorization)) = response.result else {
+        panic!("expected an authorization");
+    };
+    let url = url::Url::parse(&authorization.authorize_url).unwrap();
+    app.seen_states
+        .lock()
+        .unwrap()
+        .push(query_value(&url, "state").unwrap());
+    authorization
+}
+
 #[tokio::test]
 async fn oauth_install_returns_handoff_url() {
     let app = TestApp::spawn().await;
     app.intercom.add_workspace("ws9", "Globex", "US");
     app.intercom.sign_in("ws9", "admin-9");
-    let request = proto::InstallRequest {
-        method: Some(proto::install_request::Method::Oauth(
-            proto::OAuthInstall {},
-        )),
-    };
 
-    let response = app
-        .grpc
-        .clone()
-        .install(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let authorization = start_oauth_install(&app).await;
 
-    let Some(install_response::Result::Authorization(authorization)) = response.result else {
-        panic!("expected an authorization");
-    };
     assert!(authorization.expires_at.is_some());
     let url = url::Url::parse(&authorization.authorize_url).unwrap();
     assert!(
         url.as_str()
             .starts_with(&format!("{}/install?state=", app.http_url))
     );
-    app.seen_states
-        .lock()
-        .unwrap()
-        .push(query_value(&url, "state").unwrap());
-
     let mut browser = app.browser();
     let landing = app.walk_install(&mut browser, url.as_str()).await;
-
     crate::helpers::assert_app_store_success(&app, &landing);
     let row = app.installation("ws9").await.unwrap();
     assert_eq!(row.install_method, "oauth");
@@ -332,26 +340,8 @@ async fn handoff_url_binds_first_browser() {
     let app = TestApp::spawn().await;
     app.intercom.add_workspace("ws9", "Globex", "US");
     app.intercom.sign_in("ws9", "admin-9");
-    let request = proto::InstallRequest {
-        method: Some(proto::install_request::Method::Oauth(
-            proto::OAuthInstall {},
-        )),
-    };
-    let response = app
-        .grpc
-        .clone()
-        .install(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(install_response::Result::Authorization(authorization)) = response.result else {
-        panic!("expected an authorization");
-    };
+    let authorization = start_oauth_install(&app).await;
     let url = url::Url::parse(&authorization.authorize_url).unwrap();
-    app.seen_states
-        .lock()
-        .unwrap()
-        .push(query_value(&url, "state").unwrap());
 
     let mut first = app.browser();
     let authorize = app.start_install(&mut first, url.as_str()).await;
@@ -370,13 +360,12 @@ async fn oauth_install_without_credentials_fails() {
         settings.intercom_client_id = None;
     })
     .await;
-    let request = proto::InstallRequest {
-        method: Some(proto::install_request::Method::Oauth(
-            proto::OAuthInstall {},
-        )),
-    };
-
-    let status = app.grpc.clone().install(request).await.unwrap_err();
+    let status = app
+        .grpc
+        .clone()
+        .install(oauth_install_request())
+        .await
+        .unwrap_err();
 
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
