@@ -38,14 +38,16 @@ impl WorkspaceId {
                 ),
             ));
         }
-        if !value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
-        {
+        // The error names the first bad character, not the whole value: a
+        // caller who pastes a token into this field must not get it echoed.
+        let invalid = value.char_indices().find(|(_, character)| {
+            !(character.is_ascii_alphanumeric() || matches!(character, '_' | '-'))
+        });
+        if let Some((position, character)) = invalid {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "{value:?} is invalid; only ASCII letters, digits, '_' and '-' are allowed"
+                    "character {character:?} at byte {position} is not allowed; use only ASCII letters, digits, '_' and '-'"
                 ),
             ));
         }
@@ -226,6 +228,9 @@ pub struct TokenOwner {
     pub workspace_name: String,
     pub region: Region,
     pub admin_id: Option<String>,
+    /// When the `/me` request that confirmed the token was sent. A revoke
+    /// after this moment may have killed the token since.
+    pub checked_at: DateTime<Utc>,
 }
 
 /// Author of a change, recorded in the audit history: `grpc:<peer address>`,

@@ -37,13 +37,34 @@ const MIGRATION_LOCK_KEY: i64 = 0x696e_7374_616c_6c73;
 
 /// Connects to `url` and applies every pending migration.
 pub async fn migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(url)
-        .await
-        .map_err(|error| anyhow::anyhow!("failed to connect to the database: {error}"))?;
-    apply_migrations(&db)
-        .await
-        .map_err(|error| anyhow::anyhow!("failed to run database migrations: {error}"))?;
+    let db = connect(url).await.map_err(|error| {
+        let reason = redact_password(&error.to_string(), url);
+        anyhow::anyhow!("failed to connect to the database: {reason}")
+    })?;
+    apply_migrations(&db).await.map_err(|error| {
+        let reason = redact_password(&error.to_string(), url);
+        anyhow::anyhow!("failed to run database migrations: {reason}")
+    })?;
     Ok(db)
+}
+
+/// Replaces the password of the database `url` in `text`, because driver
+/// errors may quote the whole URL.
+fn redact_password(text: &str, url: &str) -> String {
+    match url_password(url) {
+        Some(password) => text.replace(password, "REDACTED"),
+        None => text.to_owned(),
+    }
+}
+
+/// Returns the password in `scheme://user:password@host…`, parsed by hand
+/// because a malformed URL must be redacted too.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
 }
 
 async fn apply_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
@@ -92,4 +113,29 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
         error.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_redacted_even_in_malformed_urls() {
+        let url = "postgres://app:S3cret@127.0.0.1:notaport/db";
+        let message = format!("invalid port in {url}");
+
+        let redacted = redact_password(&message, url);
+
+        assert_eq!(
+            redacted,
+            "invalid port in postgres://app:REDACTED@127.0.0.1:notaport/db"
+        );
+    }
+
+    #[test]
+    fn url_without_password_is_unchanged() {
+        assert_eq!(url_password("postgres://app@host/db"), None);
+        assert_eq!(url_password("sqlite://x.db?mode=rwc"), None);
+        assert_eq!(redact_password("text", "postgres://host/db"), "text");
+    }
 }

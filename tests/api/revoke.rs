@@ -205,7 +205,7 @@ async fn revoke_rejects_bad_workspace_ids() {
     assert!(
         invalid
             .message()
-            .starts_with("workspace_id: \"ws 1\" is invalid")
+            .starts_with("workspace_id: character ' ' at byte 2 is not allowed")
     );
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(unknown.message(), "workspace ws1 is not installed");
