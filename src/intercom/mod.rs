@@ -24,6 +24,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Maximum length, in characters, of a name or id kept from Intercom.
+const MAX_TEXT_LEN: usize = 255;
+
 /// Largest response body read from Intercom; a `/me` response is about 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -160,6 +163,7 @@ impl IntercomClient {
         token: &AccessToken,
         region: Region,
     ) -> Result<TokenOwner, IntercomError> {
+        let checked_at = crate::domain::now();
         let url = endpoint_url(self.api_for(region), "me");
         let (status, body) = self
             .send("me", &token.fingerprint(), || {
@@ -183,19 +187,20 @@ impl IntercomClient {
                 IntercomError::InvalidResponse("/me response has no valid app.id_code".into())
             })?;
         let admin_id = parsed.id.and_then(|id| match id {
-            serde_json::Value::String(id) => Some(id),
+            serde_json::Value::String(id) => Some(clean_text(&id)),
             serde_json::Value::Number(id) => Some(id.to_string()),
             _ => None,
         });
         Ok(TokenOwner {
             workspace_id,
-            workspace_name: app.name.unwrap_or_default(),
+            workspace_name: clean_text(app.name.as_deref().unwrap_or_default()),
             region: app
                 .region
                 .as_deref()
                 .and_then(Region::from_intercom)
                 .unwrap_or(Region::Us),
             admin_id,
+            checked_at,
         })
     }
 
@@ -274,6 +279,15 @@ impl IntercomClient {
             return Ok((status, body));
         }
     }
+}
+
+/// Drops control characters, which PostgreSQL rejects in text when one is
+/// NUL, and cuts the text to [`MAX_TEXT_LEN`] characters.
+fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|character| !character.is_control())
+        .take(MAX_TEXT_LEN)
+        .collect()
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<Bytes, IntercomError> {

@@ -16,6 +16,10 @@ use super::IntercomError;
 /// Wait assumed after a 429 that carries no `X-RateLimit-Reset`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Longest wait accepted from `X-RateLimit-Reset`. A later reset time is
+/// taken as this, so a bogus header cannot block calls until a restart.
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
 /// Windows kept before expired ones are dropped.
 const MAX_TRACKED_WINDOWS: usize = 10_000;
 
@@ -62,8 +66,10 @@ impl RateLimits {
 
     pub fn record(&self, key: &str, status: StatusCode, headers: &HeaderMap) {
         let remaining = header_number(headers, "x-ratelimit-remaining");
+        let now = SystemTime::now();
         let reset_at = header_number(headers, "x-ratelimit-reset")
-            .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds));
+            .and_then(|seconds| UNIX_EPOCH.checked_add(Duration::from_secs(seconds)))
+            .map(|reset_at| reset_at.min(now + MAX_WINDOW));
         let exhausted = status == StatusCode::TOO_MANY_REQUESTS || remaining == Some(0);
 
         let mut windows = self
@@ -74,9 +80,8 @@ impl RateLimits {
             windows.remove(key);
             return;
         }
-        let reset_at = reset_at.unwrap_or_else(|| SystemTime::now() + DEFAULT_RETRY_AFTER);
+        let reset_at = reset_at.unwrap_or(now + DEFAULT_RETRY_AFTER);
         if windows.len() >= MAX_TRACKED_WINDOWS {
-            let now = SystemTime::now();
             windows.retain(|_, reset| *reset > now);
         }
         windows.insert(key.to_owned(), reset_at);
@@ -115,6 +120,30 @@ mod tests {
             matches!(error, IntercomError::RateLimited { retry_after } if retry_after > Duration::from_secs(50))
         );
         assert!(limits.wait_for("other").await.is_ok());
+    }
+
+    #[test]
+    fn far_reset_time_is_capped() {
+        let limits = RateLimits::new(Duration::ZERO);
+        limits.record(
+            "ws",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers("0", 99_999_999_999),
+        );
+
+        let retry_after = limits.retry_after("ws");
+        assert!(retry_after > Duration::from_secs(3500));
+        assert!(retry_after <= MAX_WINDOW);
+    }
+
+    #[test]
+    fn overflowing_reset_time_uses_default() {
+        let limits = RateLimits::new(Duration::ZERO);
+        limits.record("ws", StatusCode::TOO_MANY_REQUESTS, &headers("0", u64::MAX));
+
+        let retry_after = limits.retry_after("ws");
+        assert!(retry_after > Duration::ZERO);
+        assert!(retry_after <= DEFAULT_RETRY_AFTER);
     }
 
     #[tokio::test]
