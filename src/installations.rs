@@ -3,6 +3,7 @@
 //! same transaction, and no Intercom call happens inside a transaction.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Expr,
@@ -184,6 +185,7 @@ impl Installations {
                 if mode == StoreMode::Rotate {
                     ensure_active(&current, "regenerate its token")?;
                 }
+                ensure_not_deactivated_since(&current, owner.checked_at)?;
                 if current.status == Status::Active.as_str()
                     && self.stored_token_equals(&current, token)
                 {
@@ -436,6 +438,18 @@ impl Installations {
         Ok(true)
     }
 
+    /// Returns the installation, failing with `NotFound` or, when it is not
+    /// active, `FailedPrecondition` naming `action`.
+    pub async fn get_active(
+        &self,
+        workspace_id: &WorkspaceId,
+        action: &str,
+    ) -> Result<Installation, Error> {
+        let current = self.find_model(workspace_id).await?;
+        ensure_active(&current, action)?;
+        Ok(to_installation(&current))
+    }
+
     pub async fn get(&self, workspace_id: &WorkspaceId) -> Result<Installation, Error> {
         Ok(to_installation(&self.find_model(workspace_id).await?))
     }
@@ -568,6 +582,23 @@ impl From<StoreError> for Error {
             StoreError::Db(error) => error.into(),
             StoreError::Domain(error) => error,
         }
+    }
+}
+
+/// Rejects storing a token checked before the workspace was revoked or
+/// uninstalled: the revoke uninstalled the app, which may have killed the
+/// token after `/me` accepted it.
+fn ensure_not_deactivated_since(
+    model: &installation::Model,
+    checked_at: DateTime<Utc>,
+) -> Result<(), Error> {
+    let deactivated_at = model.revoked_at.max(model.uninstalled_at);
+    match deactivated_at {
+        Some(deactivated_at) if deactivated_at >= checked_at => Err(Error::Aborted(format!(
+            "workspace {} was {} while the token was being checked; check that the token still works and retry",
+            model.workspace_id, model.status
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -188,8 +188,9 @@ impl InstallationService for InstallationApi {
                     ))
                 }
                 None => {
-                    // Fails with NOT_FOUND for a workspace never installed.
-                    self.installations.get(&command.workspace_id).await?;
+                    self.installations
+                        .get_active(&command.workspace_id, "re-authorize it")
+                        .await?;
                     let handoff = self
                         .oauth
                         .start_handoff(Purpose::Reauthorize(command.workspace_id))

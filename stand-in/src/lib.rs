@@ -56,6 +56,9 @@ pub enum Fault {
     BareUnauthorized,
     /// Waits this long before answering normally.
     Delay(Duration),
+    /// Decides the answer at once but sends it this much later, so the
+    /// state it reports can change before the caller reads it.
+    SlowResponse(Duration),
 }
 
 /// What the signed-in admin does on the authorize page.
@@ -420,6 +423,15 @@ async fn apply_fault(world: &Shared, endpoint: Endpoint) -> Option<Response> {
             tokio::time::sleep(delay).await;
             None
         }
+        Fault::SlowResponse(_) => None,
+    }
+}
+
+/// Waits before a response leaves when `endpoint` has a `SlowResponse` fault.
+async fn delay_response(world: &Shared, endpoint: Endpoint) {
+    let fault = lock(world).faults.get(&endpoint).copied();
+    if let Some(Fault::SlowResponse(delay)) = fault {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -570,8 +582,13 @@ async fn me(
     if let Some(response) = apply_fault(&world, Endpoint::Me).await {
         return response;
     }
-    let world = lock(&world);
-    let Some(issued) = bearer(&headers).and_then(|token| world.tokens.get(token)) else {
+    let response = me_response(&lock(&world), &headers);
+    delay_response(&world, Endpoint::Me).await;
+    response
+}
+
+fn me_response(world: &World, headers: &HeaderMap) -> Response {
+    let Some(issued) = bearer(headers).and_then(|token| world.tokens.get(token)) else {
         return error_list(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -375,3 +375,53 @@ async fn oauth_install_without_credentials_fails() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn control_characters_in_names_are_dropped() {
+    let app = TestApp::spawn().await;
+    app.intercom.add_workspace("ws1", "Ac\u{0}me\n", "US");
+    let token = app.intercom.issue_token("ws1", "admin\u{0}-1");
+
+    let response = app.grpc.clone().install(install_request(&token)).await;
+
+    assert!(response.is_ok(), "{response:?}");
+    let row = app.installation("ws1").await.unwrap();
+    assert_eq!(row.name, "Acme");
+    assert_eq!(row.installed_by_admin_id.as_deref(), Some("admin-1"));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn install_racing_revoke_is_aborted() {
+    let app = TestApp::spawn().await;
+    app.install_with_token("ws1", "US").await;
+    let new_token = app.intercom.issue_token("ws1", "admin-1");
+    app.intercom.set_fault(
+        Endpoint::Me,
+        Some(Fault::SlowResponse(std::time::Duration::from_millis(1000))),
+    );
+    let mut client = app.grpc.clone();
+    let install = tokio::spawn(async move { client.install(install_request(&new_token)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let revoke = app
+        .grpc
+        .clone()
+        .revoke(proto::RevokeRequest {
+            workspace_id: "ws1".into(),
+        })
+        .await
+        .unwrap();
+    let status = install.await.unwrap().unwrap_err();
+
+    assert!(revoke.into_inner().changed);
+    assert_eq!(status.code(), Code::Aborted, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .starts_with("workspace ws1 was revoked while the token was being checked")
+    );
+    assert_eq!(app.installation("ws1").await.unwrap().status, "revoked");
+    assert_eq!(app.event_kinds("ws1").await, ["installed", "revoked"]);
+    app.finish().await;
+}

@@ -91,7 +91,7 @@ async fn regenerate_rejects_bad_requests() {
         (
             regenerate_request("ws/1", Some(&token)),
             Code::InvalidArgument,
-            "workspace_id: \"ws/1\" is invalid",
+            "workspace_id: character '/' at byte 2 is not allowed",
         ),
         (
             regenerate_request("ws1", Some("")),
@@ -110,6 +110,11 @@ async fn regenerate_rejects_bad_requests() {
         ),
         (
             regenerate_request("ws1", Some(&token)),
+            Code::FailedPrecondition,
+            "workspace ws1 is revoked",
+        ),
+        (
+            regenerate_request("ws1", None),
             Code::FailedPrecondition,
             "workspace ws1 is revoked",
         ),
