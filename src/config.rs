@@ -130,6 +130,10 @@ pub struct ServeSettings {
     #[arg(long, env = "OAUTH_STATE_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub oauth_state_ttl_seconds: u64,
 
+    /// How often pending OAuth tokens are retried and expired states deleted, in seconds.
+    #[arg(long, env = "OAUTH_MAINTENANCE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub oauth_maintenance_interval_seconds: u64,
+
     /// How long in-flight requests may run after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_seconds: u64,
@@ -146,6 +150,10 @@ impl ServeSettings {
 
     pub fn oauth_state_ttl(&self) -> Duration {
         Duration::from_secs(self.oauth_state_ttl_seconds)
+    }
+
+    pub fn oauth_maintenance_interval(&self) -> Duration {
+        Duration::from_secs(self.oauth_maintenance_interval_seconds)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

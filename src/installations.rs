@@ -86,6 +86,10 @@ impl Installations {
         &self.intercom
     }
 
+    pub fn cipher(&self) -> &TokenCipher {
+        &self.cipher
+    }
+
     /// Installs with a Developer Hub token: looks up its workspace with
     /// `GET /me` and stores the token there.
     pub async fn install_with_token(

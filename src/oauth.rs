@@ -11,15 +11,18 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
     sea_query::Expr,
 };
+use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::{
     config::{ServeSettings, endpoint_url},
     crypto::{random_token, sha256_hex},
-    domain::{Actor, Installation, WorkspaceId, now},
+    domain::{
+        AccessToken, Actor, InstallMethod, Installation, Region, TokenOwner, WorkspaceId, now,
+    },
     error::Error,
     installations::{Installations, StoreMode},
     intercom::IntercomError,
@@ -304,7 +307,7 @@ impl OAuthFlows {
             None => Purpose::Install,
         };
         let installation = self
-            .install_from_code(&code, &purpose)
+            .install_from_code(row.id, &code, &purpose)
             .await
             .map_err(fail)?;
         Ok((installation, origin))
@@ -312,6 +315,7 @@ impl OAuthFlows {
 
     async fn install_from_code(
         &self,
+        state_id: i64,
         code: &str,
         purpose: &Purpose,
     ) -> Result<Installation, FailureReason> {
@@ -326,37 +330,23 @@ impl OAuthFlows {
             }
         })?;
 
-        let owner = match intercom.me(&token, crate::domain::Region::Us).await {
+        let owner = match intercom.me(&token, Region::Us).await {
             Ok(owner) => owner,
             Err(error) => {
                 tracing::warn!(
                     error = %error,
                     token_fingerprint = token.fingerprint(),
-                    "GET /me failed after the OAuth code exchange; uninstalling the new token"
+                    "GET /me failed after the OAuth code exchange; keeping the token pending"
                 );
-                self.discard_token(&token).await;
+                self.keep_pending(state_id, &token).await;
                 return Err(FailureReason::IntercomUnavailable);
             }
         };
-
-        let actor = Actor(match &owner.admin_id {
-            Some(admin_id) => format!("admin:{admin_id}"),
-            None => "admin:unknown".into(),
-        });
-        let stored = self
-            .installations
-            .store_token(
-                &owner,
-                &token,
-                StoreMode::Install(crate::domain::InstallMethod::OAuth),
-                &actor,
-            )
-            .await;
-        let installation = match stored {
-            Ok((installation, _)) => installation,
+        let installation = match self.store_for_owner(&owner, &token).await {
+            Ok(installation) => installation,
             Err(error) => {
                 log_internal(&error);
-                self.discard_token(&token).await;
+                self.keep_pending(state_id, &token).await;
                 return Err(FailureReason::Internal);
             }
         };
@@ -380,23 +370,129 @@ impl OAuthFlows {
         Ok(installation)
     }
 
-    /// Uninstalls a token this service could not store, so Intercom keeps no
-    /// live token that nothing tracks.
-    async fn discard_token(&self, token: &crate::domain::AccessToken) {
-        let intercom = self.installations.intercom();
-        match intercom.uninstall(token, crate::domain::Region::Us).await {
-            Ok(()) | Err(IntercomError::TokenRejected { .. }) => {
-                tracing::info!(
-                    token_fingerprint = token.fingerprint(),
-                    "uninstalled an untracked OAuth token"
-                );
-            }
-            Err(error) => tracing::error!(
+    async fn store_for_owner(
+        &self,
+        owner: &TokenOwner,
+        token: &AccessToken,
+    ) -> Result<Installation, Error> {
+        let actor = Actor(match &owner.admin_id {
+            Some(admin_id) => format!("admin:{admin_id}"),
+            None => "admin:unknown".into(),
+        });
+        let mode = StoreMode::Install(InstallMethod::OAuth);
+        let (installation, _) = self
+            .installations
+            .store_token(owner, token, mode, &actor)
+            .await?;
+        Ok(installation)
+    }
+
+    /// Keeps a token whose workspace could not be stored yet on its state
+    /// row, so no live token goes untracked. The token is not uninstalled at
+    /// Intercom: that would also remove the app from a workspace that had it
+    /// installed before this flow.
+    async fn keep_pending(&self, state_id: i64, token: &AccessToken) {
+        let cipher = self.installations.cipher();
+        let sealed = cipher.encrypt(&pending_token_context(state_id), token.expose());
+        let kept = oauth_state::Entity::update_many()
+            .col_expr(
+                oauth_state::Column::PendingTokenCiphertext,
+                Expr::value(sealed),
+            )
+            .col_expr(
+                oauth_state::Column::PendingTokenKeyId,
+                Expr::value(cipher.key_id()),
+            )
+            .col_expr(
+                oauth_state::Column::PendingTokenFingerprint,
+                Expr::value(token.fingerprint()),
+            )
+            .filter(oauth_state::Column::Id.eq(state_id))
+            .exec(self.db())
+            .await;
+        if let Err(error) = kept {
+            // NOTE: with the database down the token cannot be kept, so it
+            // stays live at Intercom until an admin installs again.
+            tracing::error!(
                 token_fingerprint = token.fingerprint(),
                 error = %error,
-                "failed to uninstall an untracked OAuth token; the workspace may show the app as installed"
-            ),
+                "failed to keep an OAuth token whose workspace is unknown; the token is untracked"
+            );
         }
+    }
+
+    /// Retries `GET /me` for tokens kept by [`Self::keep_pending`], stores
+    /// each one whose workspace Intercom names, and drops those Intercom
+    /// rejects. Returns how many were resolved.
+    pub async fn resolve_pending_tokens(&self) -> Result<u64, Error> {
+        let pending = oauth_state::Entity::find()
+            .filter(oauth_state::Column::PendingTokenCiphertext.is_not_null())
+            .limit(100)
+            .all(self.db())
+            .await?;
+        let mut resolved = 0;
+        for row in pending {
+            if self.resolve_pending_token(&row).await? {
+                resolved += 1;
+            }
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_pending_token(&self, row: &oauth_state::Model) -> Result<bool, Error> {
+        let (Some(ciphertext), Some(key_id)) =
+            (&row.pending_token_ciphertext, &row.pending_token_key_id)
+        else {
+            return Ok(false);
+        };
+        let secret = self
+            .installations
+            .cipher()
+            .decrypt(&pending_token_context(row.id), key_id, ciphertext)
+            .map_err(Error::internal)?;
+        let token = AccessToken::parse("pending token", secret.expose_secret())?;
+
+        match self.installations.intercom().me(&token, Region::Us).await {
+            Ok(owner) => {
+                let installation = self.store_for_owner(&owner, &token).await?;
+                tracing::info!(
+                    workspace_id = installation.workspace_id,
+                    token_fingerprint = token.fingerprint(),
+                    "stored a pending OAuth token"
+                );
+            }
+            Err(IntercomError::TokenRejected { .. }) => {
+                tracing::info!(
+                    token_fingerprint = token.fingerprint(),
+                    "dropped a pending OAuth token Intercom rejects"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(
+                    token_fingerprint = token.fingerprint(),
+                    error = %error,
+                    "GET /me failed again for a pending OAuth token; will retry"
+                );
+                return Ok(false);
+            }
+        }
+        oauth_state::Entity::update_many()
+            .col_expr(
+                oauth_state::Column::PendingTokenCiphertext,
+                Expr::value(Option::<Vec<u8>>::None),
+            )
+            .col_expr(
+                oauth_state::Column::PendingTokenKeyId,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                oauth_state::Column::PendingTokenFingerprint,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(oauth_state::Column::Id.eq(row.id))
+            .exec(self.db())
+            .await?;
+        Ok(true)
     }
 
     fn authorize_url(&self, state: &str) -> Result<Url, FailureReason> {
@@ -501,16 +597,23 @@ impl OAuthFlows {
         Err(FailureReason::UsedState)
     }
 
-    /// Deletes states that expired more than a day ago; the day keeps recent
-    /// ones around so a late callback still reads "expired", not "unknown".
+    /// Deletes states that expired more than a day ago, except those that
+    /// keep a pending token. The day keeps recent ones around so a late
+    /// callback still reads "expired", not "unknown".
     pub async fn delete_stale_states(&self) -> Result<u64, Error> {
         let cutoff = now() - chrono::Duration::days(1);
         let deleted = oauth_state::Entity::delete_many()
             .filter(oauth_state::Column::ExpiresAt.lt(cutoff))
+            .filter(oauth_state::Column::PendingTokenCiphertext.is_null())
             .exec(self.db())
             .await?;
         Ok(deleted.rows_affected)
     }
+}
+
+/// Associated data that binds a pending token's ciphertext to its state row.
+fn pending_token_context(state_id: i64) -> String {
+    format!("oauth_state:{state_id}")
 }
 
 fn check_unconsumed(row: &oauth_state::Model) -> Result<(), FailureReason> {

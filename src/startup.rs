@@ -25,9 +25,6 @@ use crate::{
 /// How often the database is pinged to keep gRPC health current.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often expired OAuth states are deleted.
-const STATE_CLEANUP_INTERVAL: Duration = Duration::from_secs(600);
-
 const SERVICE_NAME: &str = "intercom.installs.v1.InstallationService";
 
 pub struct Application {
@@ -38,6 +35,7 @@ pub struct Application {
     oauth: Arc<OAuthFlows>,
     http_state: HttpState,
     metrics: Arc<Metrics>,
+    oauth_maintenance_interval: Duration,
     shutdown_grace: Duration,
 }
 
@@ -89,6 +87,7 @@ impl Application {
             oauth,
             http_state,
             metrics,
+            oauth_maintenance_interval: settings.oauth_maintenance_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
     }
@@ -157,7 +156,11 @@ impl Application {
             health_reporter.clone(),
             stop.clone(),
         ));
-        background.spawn(clean_up_states(self.oauth.clone(), stop.clone()));
+        background.spawn(maintain_oauth_states(
+            self.oauth.clone(),
+            self.oauth_maintenance_interval,
+            stop.clone(),
+        ));
         tracing::info!(%grpc_addr, %http_addr, "intercom-installs is serving");
 
         let shutdown_grace = self.shutdown_grace;
@@ -246,12 +249,25 @@ async fn watch_database(
     }
 }
 
-async fn clean_up_states(oauth: Arc<OAuthFlows>, mut stop: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(STATE_CLEANUP_INTERVAL);
+/// Retries pending OAuth tokens and deletes expired states every `interval`.
+async fn maintain_oauth_states(
+    oauth: Arc<OAuthFlows>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        match oauth.resolve_pending_tokens().await {
+            Ok(0) => {}
+            Ok(resolved) => tracing::info!(resolved, "resolved pending OAuth tokens"),
+            Err(error) => tracing::warn!(
+                error = error.with_causes(),
+                "failed to resolve pending OAuth tokens"
+            ),
         }
         match oauth.delete_stale_states().await {
             Ok(0) => {}

@@ -66,6 +66,9 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(OauthStates::CreatedAt))
                     .col(timestamp_with_time_zone(OauthStates::ExpiresAt))
                     .col(timestamp_with_time_zone_null(OauthStates::ConsumedAt))
+                    .col(blob_null(OauthStates::PendingTokenCiphertext))
+                    .col(string_null(OauthStates::PendingTokenKeyId))
+                    .col(string_null(OauthStates::PendingTokenFingerprint))
                     .to_owned(),
             )
             .await?;
@@ -137,4 +140,7 @@ enum OauthStates {
     CreatedAt,
     ExpiresAt,
     ConsumedAt,
+    PendingTokenCiphertext,
+    PendingTokenKeyId,
+    PendingTokenFingerprint,
 }

@@ -73,6 +73,12 @@ pub mod oauth_state {
         pub created_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
         pub consumed_at: Option<DateTimeUtc>,
+        /// A token from this flow's code exchange whose workspace is not
+        /// known yet because `GET /me` failed; sealed like installation
+        /// tokens, with `oauth_state:<id>` as associated data.
+        pub pending_token_ciphertext: Option<Vec<u8>>,
+        pub pending_token_key_id: Option<String>,
+        pub pending_token_fingerprint: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -414,26 +414,69 @@ async fn exchange_outages_fail() {
 }
 
 #[tokio::test]
-async fn me_failure_after_exchange_discards_token() {
-    let app = app_with_admin().await;
+async fn me_failure_keeps_token_pending() {
+    let app = TestApp::spawn_with(|settings| settings.oauth_maintenance_interval_seconds = 1).await;
+    app.intercom.add_workspace("ws1", "Acme", "US");
+    app.intercom.sign_in("ws1", "admin-3");
+    app.intercom
+        .set_fault(Endpoint::Me, Some(Fault::BadGateway));
+    let mut browser = app.browser();
+    let callback = callback_url(&app, &mut browser).await;
 
-    for fault in [Fault::BadGateway, Fault::NotJson] {
-        app.intercom.set_fault(Endpoint::Me, Some(fault));
-        let mut browser = app.browser();
-        let callback = callback_url(&app, &mut browser).await;
-        let landing = browser.get_redirect(callback.as_str()).await;
-        let message = app_store_failure_message(&app, &landing);
-        assert!(
-            message.contains("could not be reached"),
-            "{fault:?}: {message}"
-        );
-    }
-    assert_eq!(
-        app.intercom.issued_tokens().len(),
-        2,
-        "both exchanges issued a token"
+    let landing = browser.get_redirect(callback.as_str()).await;
+
+    let message = app_store_failure_message(&app, &landing);
+    assert!(message.contains("could not be reached"), "{message}");
+    assert_eq!(app.installation_count().await, 0);
+    let issued = app.intercom.issued_tokens();
+    assert_eq!(issued.len(), 1);
+    assert!(
+        app.intercom.is_live(&issued[0]),
+        "the token is not uninstalled"
     );
-    assert_nothing_installed(&app).await;
+    let fingerprint = intercom_installs::crypto::fingerprint(issued[0].as_bytes());
+    let states = app.oauth_states().await;
+    assert_eq!(
+        states[0].pending_token_fingerprint.as_deref(),
+        Some(fingerprint.as_str())
+    );
+
+    // Once /me works again, the maintenance task stores the token.
+    app.intercom.set_fault(Endpoint::Me, None);
+    let mut stored = false;
+    for _ in 0..40 {
+        if app.installation("ws1").await.is_some() {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(stored, "the pending token was not stored");
+    let row = app.installation("ws1").await.unwrap();
+    assert_eq!(row.token_fingerprint.as_deref(), Some(fingerprint.as_str()));
+    assert_eq!(row.install_method, "oauth");
+    assert_eq!(app.oauth_states().await[0].pending_token_ciphertext, None);
+    app.assert_no_untracked_tokens().await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn reinstall_during_me_outage_keeps_live_token() {
+    let app = TestApp::spawn().await;
+    let (stored_token, _) = app.install_with_token("ws1", "US").await;
+    app.intercom.sign_in("ws1", "admin-5");
+    app.intercom
+        .set_fault(Endpoint::Me, Some(Fault::BadGateway));
+    let mut browser = app.browser();
+
+    let landing = app.walk_install(&mut browser, "/install").await;
+
+    assert!(app_store_failure_message(&app, &landing).contains("could not be reached"));
+    assert_eq!(app.installation("ws1").await.unwrap().status, "active");
+    assert!(
+        app.intercom.is_live(&stored_token),
+        "the stored token of an active workspace stays live"
+    );
     app.finish().await;
 }
 
