@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod persistence;
 pub mod startup;
+pub mod tasks;
 pub mod telemetry;
 
 /// Code generated from `proto/intercom/installs/v1/installs.proto`.

@@ -20,6 +20,7 @@ use crate::{
     metrics::Metrics,
     oauth::OAuthFlows,
     persistence, proto,
+    tasks::RequestTasks,
 };
 
 /// How often the database is pinged to keep gRPC health current.
@@ -35,6 +36,7 @@ pub struct Application {
     oauth: Arc<OAuthFlows>,
     http_state: HttpState,
     metrics: Arc<Metrics>,
+    tasks: RequestTasks,
     oauth_maintenance_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -62,6 +64,7 @@ impl Application {
         let cipher = load_cipher(&settings)?;
         let db = persistence::migrate(&settings.database.url).await?;
         let metrics = Arc::new(Metrics::default());
+        let tasks = RequestTasks::default();
         let intercom = IntercomClient::new(&settings, metrics.clone())
             .context("failed to build the Intercom HTTP client")?;
         let installations = Arc::new(Installations::new(db.clone(), cipher, intercom));
@@ -78,6 +81,7 @@ impl Application {
             client_secret: settings.intercom_client_secret.clone(),
             secure_cookies: settings.public_url.scheme() == "https",
             metrics: metrics.clone(),
+            tasks: tasks.clone(),
         };
         Ok(Self {
             grpc_listener,
@@ -87,6 +91,7 @@ impl Application {
             oauth,
             http_state,
             metrics,
+            tasks,
             oauth_maintenance_interval: settings.oauth_maintenance_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -132,6 +137,7 @@ impl Application {
             self.installations.clone(),
             self.oauth.clone(),
             self.metrics.clone(),
+            self.tasks.clone(),
         );
 
         let mut servers = JoinSet::new();
@@ -185,10 +191,14 @@ impl Application {
         let _ = stop_sender.send(true);
         background.shutdown().await;
 
+        // Servers finish their open requests, then the request tasks that
+        // outlived a disconnected client finish too, all within the grace.
+        let tasks = self.tasks.clone();
         let drained = tokio::time::timeout(shutdown_grace, async {
             while let Some(exited) = servers.join_next().await {
                 exited.context("server task panicked")??;
             }
+            tasks.close_and_wait().await;
             anyhow::Ok(())
         })
         .await;

@@ -18,6 +18,7 @@ use crate::{
     metrics::Metrics,
     oauth::{OAuthFlows, Purpose},
     proto::{self, installation_service_server::InstallationService},
+    tasks::RequestTasks,
 };
 use convert::{InstallCommand, RegenerateCommand};
 
@@ -27,6 +28,7 @@ pub struct InstallationApi {
     installations: Arc<Installations>,
     oauth: Arc<OAuthFlows>,
     metrics: Arc<Metrics>,
+    tasks: RequestTasks,
 }
 
 impl InstallationApi {
@@ -34,12 +36,28 @@ impl InstallationApi {
         installations: Arc<Installations>,
         oauth: Arc<OAuthFlows>,
         metrics: Arc<Metrics>,
+        tasks: RequestTasks,
     ) -> Self {
         Self {
             installations,
             oauth,
             metrics,
+            tasks,
         }
+    }
+
+    /// Runs RPC work that calls Intercom and then records the result, on a
+    /// task that finishes even if the caller goes away.
+    async fn detached<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tasks.run(work).await.unwrap_or_else(|panic| {
+            Err(Error::internal(anyhow::anyhow!(
+                "request task panicked: {panic}"
+            )))
+        })
     }
 
     /// Logs and counts the end of one RPC and turns the result into a tonic response.
@@ -132,26 +150,26 @@ impl InstallationService for InstallationApi {
     ) -> Result<Response<proto::InstallResponse>, Status> {
         let started = Instant::now();
         let actor = actor(&request);
-        let result = async {
-            match InstallCommand::try_from(request.into_inner())? {
-                InstallCommand::WithToken(token) => {
-                    let (installation, outcome) = self
-                        .installations
-                        .install_with_token(&token, &actor)
-                        .await?;
-                    Ok(proto::install_response::Result::Installed(
-                        convert::installed(&installation, outcome),
-                    ))
+        let (installations, oauth) = (self.installations.clone(), self.oauth.clone());
+        let result = self
+            .detached(async move {
+                match InstallCommand::try_from(request.into_inner())? {
+                    InstallCommand::WithToken(token) => {
+                        let (installation, outcome) =
+                            installations.install_with_token(&token, &actor).await?;
+                        Ok(proto::install_response::Result::Installed(
+                            convert::installed(&installation, outcome),
+                        ))
+                    }
+                    InstallCommand::StartOAuth => {
+                        let handoff = oauth.start_handoff(Purpose::Install).await?;
+                        Ok(proto::install_response::Result::Authorization(
+                            convert::authorization(&handoff),
+                        ))
+                    }
                 }
-                InstallCommand::StartOAuth => {
-                    let handoff = self.oauth.start_handoff(Purpose::Install).await?;
-                    Ok(proto::install_response::Result::Authorization(
-                        convert::authorization(&handoff),
-                    ))
-                }
-            }
-        }
-        .await;
+            })
+            .await;
 
         let workspace_id = match &result {
             Ok(proto::install_response::Result::Installed(installed)) => installed
@@ -174,37 +192,37 @@ impl InstallationService for InstallationApi {
         let actor = actor(&request);
         let request = request.into_inner();
         let workspace_id = request.workspace_id.clone();
-        let result = async {
-            let command = RegenerateCommand::try_from(request)?;
-            let result = match command.token {
-                Some(token) => {
-                    let (installation, outcome) = self
-                        .installations
-                        .regenerate_with_token(&command.workspace_id, &token, &actor)
-                        .await?;
-                    proto::regenerate_response::Result::Regenerated(convert::installed(
-                        &installation,
-                        outcome,
-                    ))
-                }
-                None => {
-                    self.installations
-                        .get_active(&command.workspace_id, "re-authorize it")
-                        .await?;
-                    let handoff = self
-                        .oauth
-                        .start_handoff(Purpose::Reauthorize(command.workspace_id))
-                        .await?;
-                    proto::regenerate_response::Result::Authorization(convert::authorization(
-                        &handoff,
-                    ))
-                }
-            };
-            Ok(proto::RegenerateResponse {
-                result: Some(result),
+        let (installations, oauth) = (self.installations.clone(), self.oauth.clone());
+        let result = self
+            .detached(async move {
+                let command = RegenerateCommand::try_from(request)?;
+                let result = match command.token {
+                    Some(token) => {
+                        let (installation, outcome) = installations
+                            .regenerate_with_token(&command.workspace_id, &token, &actor)
+                            .await?;
+                        proto::regenerate_response::Result::Regenerated(convert::installed(
+                            &installation,
+                            outcome,
+                        ))
+                    }
+                    None => {
+                        installations
+                            .get_active(&command.workspace_id, "re-authorize it")
+                            .await?;
+                        let handoff = oauth
+                            .start_handoff(Purpose::Reauthorize(command.workspace_id))
+                            .await?;
+                        proto::regenerate_response::Result::Authorization(convert::authorization(
+                            &handoff,
+                        ))
+                    }
+                };
+                Ok(proto::RegenerateResponse {
+                    result: Some(result),
+                })
             })
-        }
-        .await;
+            .await;
         self.finish("Regenerate", loggable(&workspace_id), started, result)
     }
 
@@ -214,17 +232,20 @@ impl InstallationService for InstallationApi {
     ) -> Result<Response<proto::RevokeResponse>, Status> {
         let started = Instant::now();
         let actor = actor(&request);
-        let request = request.into_inner();
-        let result = async {
-            let workspace_id = WorkspaceId::parse("workspace_id", &request.workspace_id)?;
-            let (installation, changed) = self.installations.revoke(&workspace_id, &actor).await?;
-            Ok(proto::RevokeResponse {
-                workspace: Some(convert::workspace(&installation)),
-                changed,
+        let requested_id = request.into_inner().workspace_id;
+        let workspace_id = requested_id.clone();
+        let installations = self.installations.clone();
+        let result = self
+            .detached(async move {
+                let workspace_id = WorkspaceId::parse("workspace_id", &workspace_id)?;
+                let (installation, changed) = installations.revoke(&workspace_id, &actor).await?;
+                Ok(proto::RevokeResponse {
+                    workspace: Some(convert::workspace(&installation)),
+                    changed,
+                })
             })
-        }
-        .await;
-        self.finish("Revoke", loggable(&request.workspace_id), started, result)
+            .await;
+        self.finish("Revoke", loggable(&requested_id), started, result)
     }
 
     async fn list_workspaces(

@@ -18,7 +18,9 @@ use percent_encoding::percent_decode_str;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::{installations::Installations, metrics::Metrics, oauth::OAuthFlows};
+use crate::{
+    installations::Installations, metrics::Metrics, oauth::OAuthFlows, tasks::RequestTasks,
+};
 
 /// Largest uninstall notification body accepted; Intercom's is about 30 bytes.
 const MAX_WEBHOOK_BODY_BYTES: usize = 64 * 1024;
@@ -32,6 +34,7 @@ pub struct HttpState {
     /// Whether cookies get the `Secure` attribute: true when `PUBLIC_URL` is https.
     pub secure_cookies: bool,
     pub metrics: Arc<Metrics>,
+    pub tasks: RequestTasks,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -10,7 +10,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use super::{HttpState, parse_query, plain_text, redirect};
 use crate::{
     crypto::random_token,
-    oauth::{CallbackParams, Origin},
+    oauth::{CallbackFailure, CallbackParams, FailureReason, Origin},
 };
 
 /// Cookie that identifies the admin's browser across an OAuth flow.
@@ -84,7 +84,22 @@ pub async fn callback(
         .get(BROWSER_COOKIE)
         .map(|cookie| cookie.value().to_owned());
 
-    match state.oauth.complete(callback, browser_id.as_deref()).await {
+    // The flow runs on its own task: once the state is consumed and the code
+    // exchanged, a browser that gives up must not stop it before the token
+    // is stored or kept pending.
+    let oauth = state.oauth.clone();
+    let completed = state
+        .tasks
+        .run(async move { oauth.complete(callback, browser_id.as_deref()).await })
+        .await
+        .unwrap_or_else(|panic| {
+            tracing::error!(error = %panic, "OAuth callback task panicked");
+            Err(CallbackFailure {
+                origin: Origin::AppStore,
+                reason: FailureReason::Internal,
+            })
+        });
+    match completed {
         Ok((installation, origin)) => {
             tracing::info!(
                 workspace_id = installation.workspace_id,

@@ -13,6 +13,7 @@ use super::{HttpState, plain_text};
 use crate::{
     crypto::{verify_body_signature, verify_hub_signature},
     domain::{Actor, WorkspaceId},
+    error::Error,
     installations::UninstallOutcome,
 };
 
@@ -71,11 +72,22 @@ pub async fn uninstall(
     };
 
     let actor = Actor("intercom:uninstall-notification".into());
-    match state
-        .installations
-        .handle_uninstall_notification(&workspace_id, &actor)
+    let installations = state.installations.clone();
+    let task_workspace_id = workspace_id.clone();
+    let handled = state
+        .tasks
+        .run(async move {
+            installations
+                .handle_uninstall_notification(&task_workspace_id, &actor)
+                .await
+        })
         .await
-    {
+        .unwrap_or_else(|panic| {
+            Err(Error::internal(anyhow::anyhow!(
+                "notification task panicked: {panic}"
+            )))
+        });
+    match handled {
         Ok(outcome) => {
             let label = outcome_label(outcome);
             state.metrics.record_uninstall_notification(label);

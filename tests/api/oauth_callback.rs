@@ -494,3 +494,42 @@ async fn oauth_without_credentials_explains() {
     assert!(app_store_failure_message(&app, &landing).contains("not set up yet"));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn abandoned_callback_still_completes() {
+    let app = app_with_admin().await;
+    let mut browser = app.browser();
+    let callback = callback_url(&app, &mut browser).await;
+    app.intercom.set_fault(
+        Endpoint::Me,
+        Some(Fault::Delay(std::time::Duration::from_millis(1000))),
+    );
+    let impatient = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cookie = browser.cookie(BROWSER_COOKIE).unwrap();
+
+    let sent = impatient
+        .get(callback.as_str())
+        .header(header::COOKIE, format!("{BROWSER_COOKIE}={cookie}"))
+        .send()
+        .await;
+
+    assert!(
+        sent.is_err(),
+        "the browser gives up before the callback ends"
+    );
+    let mut stored = false;
+    for _ in 0..20 {
+        if app.installation("ws1").await.is_some() {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(stored, "the install finished after the browser left");
+    app.assert_no_untracked_tokens().await;
+    app.finish().await;
+}

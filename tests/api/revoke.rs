@@ -211,3 +211,30 @@ async fn revoke_rejects_bad_workspace_ids() {
     assert_eq!(unknown.message(), "workspace ws1 is not installed");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn revoke_past_deadline_still_records() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.install_with_token("ws1", "US").await;
+    app.intercom.set_fault(
+        Endpoint::Uninstall,
+        Some(Fault::Delay(std::time::Duration::from_millis(1000))),
+    );
+    let mut request = tonic::Request::new(revoke_request("ws1"));
+    request.set_timeout(std::time::Duration::from_millis(300));
+
+    let status = app.grpc.clone().revoke(request).await.unwrap_err();
+
+    assert_eq!(status.code(), Code::Cancelled, "{}", status.message());
+    let mut revoked = false;
+    for _ in 0..20 {
+        if app.installation("ws1").await.unwrap().status == "revoked" {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(revoked, "the revoke finished after the deadline passed");
+    assert!(!app.intercom.is_live(&token));
+    app.finish().await;
+}
