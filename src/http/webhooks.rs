@@ -118,6 +118,8 @@ pub async fn uninstall(
 /// Verifies `X-Body-Signature` or `X-Hub-Signature` when present. Without
 /// either, the notification is accepted: some deliveries carry none, and the
 /// handler confirms with Intercom before it changes anything.
+// NOTE: each unsigned notification for an active workspace costs one
+// `GET /me` against that workspace's rate limit; nothing throttles them.
 fn check_signature(
     state: &HttpState,
     headers: &HeaderMap,
