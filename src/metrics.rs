@@ -49,6 +49,7 @@ fn duration_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("intercom_installs");
+
         let rpc_requests = Family::default();
         registry.register(
             "rpc_requests",
@@ -63,6 +64,7 @@ impl Default for Metrics {
             "gRPC request duration by RPC",
             rpc_duration.clone(),
         );
+
         let oauth_callbacks = Family::default();
         registry.register(
             "oauth_callbacks",
@@ -75,6 +77,7 @@ impl Default for Metrics {
             "Uninstall notifications by outcome",
             uninstall_notifications.clone(),
         );
+
         let intercom_requests = Family::default();
         registry.register(
             "intercom_requests",

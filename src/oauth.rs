@@ -394,7 +394,7 @@ impl OAuthFlows {
     async fn keep_pending(&self, state_id: i64, token: &AccessToken) {
         let cipher = self.installations.cipher();
         let sealed = cipher.encrypt(&pending_token_context(state_id), token.expose());
-        let kept = oauth_state::Entity::update_many()
+        let updated = oauth_state::Entity::update_many()
             .col_expr(
                 oauth_state::Column::PendingTokenCiphertext,
                 Expr::value(sealed),
@@ -410,7 +410,7 @@ impl OAuthFlows {
             .filter(oauth_state::Column::Id.eq(state_id))
             .exec(self.db())
             .await;
-        if let Err(error) = kept {
+        if let Err(error) = updated {
             // NOTE: with the database down the token cannot be kept, so it
             // stays live at Intercom until an admin installs again.
             tracing::error!(

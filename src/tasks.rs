@@ -5,11 +5,11 @@ use std::future::Future;
 use tokio::task::JoinError;
 use tokio_util::task::TaskTracker;
 
-/// Runs request work on tasks of its own. A handler future is dropped when
-/// its client disconnects or its deadline passes, which could stop it
-/// between an Intercom call and the database write that records it; a
-/// spawned task runs on. Shutdown waits for these tasks within its grace
-/// period.
+/// Tracker of request work that runs on tasks of its own. A handler future
+/// is dropped when its client disconnects or its deadline passes, which
+/// could stop it between an Intercom call and the database write that
+/// records it. A spawned task runs on, and shutdown waits for it within its
+/// grace period.
 #[derive(Clone, Default)]
 pub struct RequestTasks(TaskTracker);
 
