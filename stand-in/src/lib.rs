@@ -39,7 +39,7 @@ pub enum Endpoint {
     Uninstall,
 }
 
-/// A fault an endpoint shows instead of its normal answer.
+/// A fault an endpoint shows instead of its normal response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// A 502 with an HTML page, as a failing load balancer sends.
@@ -54,14 +54,14 @@ pub enum Fault {
     },
     /// A 401 with an empty body and no error code.
     BareUnauthorized,
-    /// Waits this long before answering normally.
+    /// Waits this long, then responds normally.
     Delay(Duration),
-    /// Decides the answer at once but sends it this much later, so the
+    /// Decides the response at once but sends it this much later, so the
     /// state it reports can change before the caller reads it.
     SlowResponse(Duration),
 }
 
-/// What the signed-in admin does on the authorize page.
+/// Choice the signed-in admin makes on the authorize page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Approve,
@@ -257,7 +257,7 @@ impl StandIn {
             .is_some_and(|issued| issued.live)
     }
 
-    /// Every token issued so far, live or not.
+    /// Returns every token issued so far, live or not.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.world().tokens.keys().cloned().collect()
     }
@@ -271,7 +271,7 @@ impl StandIn {
             .collect()
     }
 
-    /// Every authorization code issued so far.
+    /// Returns every authorization code issued so far.
     pub fn issued_codes(&self) -> Vec<String> {
         self.world().codes.keys().cloned().collect()
     }
@@ -321,7 +321,7 @@ fn new_token() -> String {
     format!("dG9rOj{body}=")
 }
 
-/// A code shaped to trip naive parsers: it has `+` and `/` and ends in `=`.
+/// Returns a code shaped to trip naive parsers: it has `+` and `/` and ends in `=`.
 fn new_code() -> String {
     let body: String = rand::rng()
         .sample_iter(&Alphanumeric)
@@ -442,7 +442,7 @@ struct AuthorizeQuery {
     redirect_uri: Option<String>,
 }
 
-/// The authorize page. The signed-in admin decides at once, so scripts and
+/// Serves the authorize page. The signed-in admin decides at once, so scripts and
 /// `curl -L` can walk the flow.
 async fn authorize(State(world): State<Shared>, Query(query): Query<AuthorizeQuery>) -> Response {
     let mut world = lock(&world);
@@ -564,7 +564,7 @@ async fn exchange_code(
     Json(json!({ "token_type": "Bearer", "token": token, "access_token": token })).into_response()
 }
 
-/// The token of a `Bearer` Authorization header.
+/// Returns the token of a `Bearer` Authorization header.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?

@@ -265,7 +265,7 @@ impl TestApp {
         self.database.drop_database().await;
     }
 
-    /// Every token, code, state, client secret and key this app has seen.
+    /// Returns every token, code, state, client secret and key this app has seen.
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets: Vec<String> = self.intercom.issued_tokens();
         secrets.extend(self.intercom.issued_codes());
@@ -287,7 +287,7 @@ impl TestApp {
         }
     }
 
-    /// Asserts that `text` (a response rendered with `{:?}`) holds no secret.
+    /// Asserts that `text` (a response rendered with `{:?}`) contains no secret.
     pub fn assert_no_secrets_in(&self, text: &str) {
         for secret in self.secrets() {
             assert!(
@@ -357,7 +357,7 @@ impl TestApp {
         oauth_state::Entity::find().all(&self.db).await.unwrap()
     }
 
-    /// Asserts that Intercom holds no live token that the database does not
+    /// Asserts that Intercom has no live token that the database does not
     /// track as the active token of its workspace.
     pub async fn assert_no_untracked_tokens(&self) {
         let stored: HashSet<String> = installation::Entity::find()
