@@ -4,6 +4,8 @@
 //! `rpc`, `outcome`, `duration_ms`, `token_fingerprint`, `error`. No event
 //! carries a token, OAuth code, state value, client secret or key.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
@@ -17,7 +19,9 @@ pub fn init(format: LogFormat, filter: &str) {
     };
     let registry = tracing_subscriber::registry().with(env_filter);
     match format {
-        LogFormat::Text => registry.with(fmt::layer()).init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()
