@@ -127,7 +127,7 @@ where
 #[tokio::test]
 async fn database_outage_reports_unavailable() {
     let app = TestApp::spawn().await;
-    let crate::helpers::TestDatabase::Postgres { admin_url, name } = &app.database else {
+    let crate::helpers::DatabaseKind::Postgres { admin_url, name } = &app.database.kind else {
         // Only a server database can be cut off from outside the process.
         eprintln!("database_outage_reports_unavailable runs only with TEST_DATABASE_URL");
         app.finish().await;

@@ -81,12 +81,48 @@ pub struct TestApp {
     pub seen_states: Mutex<Vec<String>>,
 }
 
-pub enum TestDatabase {
+/// A database of one test. It is dropped by `drop_database`, or, when a
+/// test panics first, by `Drop`.
+pub struct TestDatabase {
+    pub kind: DatabaseKind,
+    dropped: bool,
+}
+
+#[derive(Clone)]
+pub enum DatabaseKind {
     Sqlite { path: std::path::PathBuf },
     Postgres { admin_url: String, name: String },
 }
 
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let kind = self.kind.clone();
+        // Drop runs outside any runtime, or inside one that cannot block,
+        // so the async cleanup gets a thread and a runtime of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(drop_kind(&kind));
+            }
+        })
+        .join()
+        .ok();
+    }
+}
+
 impl TestDatabase {
+    fn new(kind: DatabaseKind) -> Self {
+        Self {
+            kind,
+            dropped: false,
+        }
+    }
+
     pub async fn create() -> (Self, String) {
         match std::env::var("TEST_DATABASE_URL")
             .ok()
@@ -104,7 +140,10 @@ impl TestDatabase {
                 admin.close().await.ok();
                 let mut url = Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
-                (TestDatabase::Postgres { admin_url, name }, url.to_string())
+                (
+                    Self::new(DatabaseKind::Postgres { admin_url, name }),
+                    url.to_string(),
+                )
             }
             Some(other) => {
                 panic!("TEST_DATABASE_URL must be a postgres:// URL or unset, not {other}")
@@ -112,28 +151,33 @@ impl TestDatabase {
             None => {
                 let path = sqlite_path();
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                (TestDatabase::Sqlite { path }, url)
+                (Self::new(DatabaseKind::Sqlite { path }), url)
             }
         }
     }
 
-    pub async fn drop_database(&self) {
-        match self {
-            TestDatabase::Sqlite { path } => {
-                for suffix in ["", "-wal", "-shm", ".key"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    std::fs::remove_file(file).ok();
-                }
+    pub async fn drop_database(&mut self) {
+        drop_kind(&self.kind).await;
+        self.dropped = true;
+    }
+}
+
+async fn drop_kind(kind: &DatabaseKind) {
+    match kind {
+        DatabaseKind::Sqlite { path } => {
+            for suffix in ["", "-wal", "-shm", ".key"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                std::fs::remove_file(file).ok();
             }
-            TestDatabase::Postgres { admin_url, name } => {
-                if let Ok(admin) = Database::connect(admin_url).await {
-                    admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await
-                        .ok();
-                    admin.close().await.ok();
-                }
+        }
+        DatabaseKind::Postgres { admin_url, name } => {
+            if let Ok(admin) = Database::connect(admin_url).await {
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok();
+                admin.close().await.ok();
             }
         }
     }

@@ -78,7 +78,7 @@ async fn bad_encryption_key_is_refused() {
 #[tokio::test]
 async fn concurrent_migrations_all_succeed() {
     // Replicas that start together all run the migrations on one database.
-    let (database, url) = crate::helpers::TestDatabase::create().await;
+    let (mut database, url) = crate::helpers::TestDatabase::create().await;
 
     let (first, second, third) = tokio::join!(
         intercom_installs::persistence::migrate(&url),
