@@ -102,12 +102,12 @@ pub struct ServeSettings {
     #[arg(long, env = "INTERCOM_VERSION", default_value = "2.14")]
     pub intercom_version: String,
 
-    /// Timeout of one Intercom API call, in milliseconds.
+    /// Timeout of one Intercom API call, in milliseconds (1 to 120000).
     #[arg(long, env = "INTERCOM_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=120_000))]
     pub intercom_timeout_ms: u64,
 
     /// Maximum wait for Intercom's rate limit window to reset before a call
-    /// fails as unavailable, in milliseconds.
+    /// fails as unavailable, in milliseconds (0 to 60000).
     #[arg(long, env = "INTERCOM_RATE_LIMIT_MAX_WAIT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub intercom_rate_limit_max_wait_ms: u64,
 
@@ -126,15 +126,16 @@ pub struct ServeSettings {
     #[arg(long, env = "WEBSITE_FAILURE_URL", value_parser = parse_base_url)]
     pub website_failure_url: Option<Url>,
 
-    /// How long an admin has to finish an OAuth install, in seconds.
+    /// How long an admin has to finish an OAuth install, in seconds (60 to 86400).
     #[arg(long, env = "OAUTH_STATE_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub oauth_state_ttl_seconds: u64,
 
-    /// How often pending OAuth tokens are retried and expired states deleted, in seconds.
+    /// How often pending OAuth tokens are retried and expired states deleted, in seconds
+    /// (1 to 3600).
     #[arg(long, env = "OAUTH_MAINTENANCE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub oauth_maintenance_interval_seconds: u64,
 
-    /// How long in-flight requests may run after SIGTERM, in seconds.
+    /// How long in-flight requests may run after SIGTERM, in seconds (0 to 300).
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_seconds: u64,
 }

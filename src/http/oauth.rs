@@ -104,10 +104,10 @@ pub async fn callback(
             tracing::info!(
                 workspace_id = installation.workspace_id,
                 token_fingerprint = installation.token_fingerprint.as_deref(),
-                outcome = "installed",
+                outcome = "completed",
                 "OAuth install completed"
             );
-            state.metrics.record_oauth_callback("installed");
+            state.metrics.record_oauth_callback("completed");
             redirect(&state.oauth.success_url(origin))
         }
         Err(failure) => {
