@@ -334,13 +334,31 @@ impl Installations {
         }
 
         // Another request changed the row between the read and the update.
-        let latest = self.get(workspace_id).await?;
-        if latest.status != Status::Active {
-            return Ok((latest, false));
+        let latest = self.find_model(workspace_id).await?;
+        if latest.status != Status::Active.as_str() {
+            return Ok((to_installation(&latest), false));
         }
-        Err(Error::Aborted(format!(
-            "workspace {workspace_id} received a new token while it was being revoked; call Revoke again"
-        )))
+        // A token checked with /me before the uninstall above is dead now,
+        // although it was stored after it. Only a token Intercom still
+        // accepts belongs to a genuine reinstall.
+        let newer = self.decrypt_token(&latest)?;
+        match self.intercom.me(&newer, parse_region(&latest.region)).await {
+            Err(IntercomError::TokenRejected { .. }) => {
+                if self
+                    .deactivate(workspace_id, &newer.fingerprint(), Status::Revoked, actor)
+                    .await?
+                {
+                    return Ok((self.get(workspace_id).await?, true));
+                }
+                Err(Error::Aborted(format!(
+                    "workspace {workspace_id} changed again while it was being revoked; call Revoke again"
+                )))
+            }
+            Ok(_) => Err(Error::Aborted(format!(
+                "workspace {workspace_id} was reinstalled while it was being revoked; call Revoke again"
+            ))),
+            Err(error) => Err(intercom_call_error(error)),
+        }
     }
 
     /// Handles Intercom's uninstall notification for `workspace_id`. The

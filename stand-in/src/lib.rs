@@ -633,8 +633,15 @@ async fn uninstall(
     if let Some(response) = apply_fault(&world, Endpoint::Uninstall).await {
         return response;
     }
-    let mut world = lock(&world);
-    let Some(token) = bearer(&headers).map(str::to_owned) else {
+    let response = uninstall_response(&mut lock(&world), &headers);
+    // The uninstall has taken effect; a SlowResponse fault only holds back
+    // the reply.
+    delay_response(&world, Endpoint::Uninstall).await;
+    response
+}
+
+fn uninstall_response(world: &mut World, headers: &HeaderMap) -> Response {
+    let Some(token) = bearer(headers).map(str::to_owned) else {
         return error_list(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -292,6 +292,19 @@ impl TestApp {
         }
     }
 
+    /// Waits up to `limit` for the app to stop after [`Self::begin_shutdown`].
+    /// Returns whether it stopped.
+    pub async fn stops_within(&mut self, limit: Duration) -> bool {
+        let Some(server) = self.server.as_mut() else {
+            return true;
+        };
+        if tokio::time::timeout(limit, server).await.is_ok() {
+            self.server = None;
+            return true;
+        }
+        false
+    }
+
     /// Stops the app, checks that no secret reached the logs, and drops the database.
     pub async fn finish(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -9,6 +9,7 @@ mod helpers;
 mod install;
 mod listing;
 mod oauth_callback;
+mod races;
 mod regenerate;
 mod revoke;
 mod settings;
