@@ -11,8 +11,8 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, sea_query::Expr,
 };
 use secrecy::ExposeSecret;
 use url::Url;
@@ -427,13 +427,21 @@ impl OAuthFlows {
     pub async fn resolve_pending_tokens(&self) -> Result<u64, Error> {
         let pending = oauth_state::Entity::find()
             .filter(oauth_state::Column::PendingTokenCiphertext.is_not_null())
+            .order_by_asc(oauth_state::Column::Id)
             .limit(100)
             .all(self.db())
             .await?;
         let mut resolved = 0;
         for row in pending {
-            if self.resolve_pending_token(&row).await? {
-                resolved += 1;
+            // One unreadable row must not keep the others from resolving.
+            match self.resolve_pending_token(&row).await {
+                Ok(true) => resolved += 1,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    token_fingerprint = row.pending_token_fingerprint.as_deref(),
+                    error = error.with_causes(),
+                    "failed to resolve a pending OAuth token; will retry"
+                ),
             }
         }
         Ok(resolved)
@@ -453,6 +461,15 @@ impl OAuthFlows {
         let token = AccessToken::parse("pending token", secret.expose_secret())?;
 
         match self.installations.intercom().me(&token, Region::Us).await {
+            Ok(owner) if self.has_newer_token(&owner.workspace_id, row).await? => {
+                // NOTE: the pending token stays live at Intercom, untracked;
+                // revoking it would uninstall the app and kill the newer one.
+                tracing::info!(
+                    workspace_id = owner.workspace_id.as_str(),
+                    token_fingerprint = token.fingerprint(),
+                    "dropped a pending OAuth token: the workspace got a newer token since"
+                );
+            }
             Ok(owner) => {
                 let installation = self.store_for_owner(&owner, &token).await?;
                 tracing::info!(
@@ -493,6 +510,25 @@ impl OAuthFlows {
             .exec(self.db())
             .await?;
         Ok(true)
+    }
+
+    /// Returns whether `workspace_id` is active with a token stored after the
+    /// flow of `row` obtained its pending token.
+    async fn has_newer_token(
+        &self,
+        workspace_id: &WorkspaceId,
+        row: &oauth_state::Model,
+    ) -> Result<bool, Error> {
+        let installation = match self.installations.get(workspace_id).await {
+            Ok(installation) => installation,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let obtained_at = row.consumed_at.unwrap_or(row.created_at);
+        let stored_at = installation
+            .token_rotated_at
+            .unwrap_or(installation.installed_at);
+        Ok(installation.status == crate::domain::Status::Active && stored_at > obtained_at)
     }
 
     fn authorize_url(&self, state: &str) -> Result<Url, FailureReason> {
