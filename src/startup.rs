@@ -212,6 +212,9 @@ impl Application {
                     "in-flight requests did not finish within the grace period; stopping them"
                 );
                 servers.shutdown().await;
+                // Closing the pool would wait for the connections that the
+                // stopped tasks still hold, so the process exits without it.
+                return Ok(());
             }
         }
         self.db.close().await.ok();
