@@ -16,7 +16,7 @@ use super::IntercomError;
 /// Wait assumed after a 429 that carries no `X-RateLimit-Reset`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// Longest wait accepted from `X-RateLimit-Reset`. A later reset time is
+/// Maximum wait accepted from `X-RateLimit-Reset`. A later reset time is
 /// taken as this, so a bogus header cannot block calls until a restart.
 const MAX_WINDOW: Duration = Duration::from_secs(3600);
 

@@ -355,7 +355,8 @@ fn record(world: &mut World, method: &str, path: &str, headers: &HeaderMap) {
     });
 }
 
-/// Applies the fault set for `endpoint`: `Some` answers instead of the endpoint.
+/// Applies the fault set for `endpoint`: `Some` is the response to send in
+/// place of the endpoint's own.
 async fn apply_fault(world: &Shared, endpoint: Endpoint) -> Option<Response> {
     let fault = {
         let mut world = lock(world);
@@ -526,6 +527,7 @@ async fn exchange_code(
     if let Some(response) = apply_fault(&world, Endpoint::TokenExchange).await {
         return response;
     }
+
     let mut world = lock(&world);
     let credentials_match = form.client_id.as_deref() == Some(world.config.client_id.as_str())
         && form.client_secret.as_deref() == Some(world.config.client_secret.as_str());
@@ -550,6 +552,7 @@ async fn exchange_code(
             "Code expired or already used",
         );
     }
+
     issued.used = true;
     let (workspace_id, admin_id) = (issued.workspace_id.clone(), issued.admin_id.clone());
     let token = new_token();

@@ -7,7 +7,9 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{TestApp, http_status};
+use std::time::Duration;
+
+use crate::helpers::{TestApp, eventually, http_status};
 
 async fn channel(app: &TestApp) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
@@ -109,21 +111,6 @@ async fn grpc_health(app: &TestApp) -> i32 {
     health.check(request).await.unwrap().into_inner().status
 }
 
-/// Polls `check` every 250 ms for up to 15 s until it returns true.
-async fn eventually<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..60 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn database_outage_reports_unavailable() {
     let app = TestApp::spawn().await;
@@ -164,7 +151,10 @@ async fn database_outage_reports_unavailable() {
         status.message()
     );
     assert!(
-        eventually(|| async { grpc_health(&app).await == ServingStatus::NotServing as i32 }).await
+        eventually(Duration::from_secs(15), || async {
+            grpc_health(&app).await == ServingStatus::NotServing as i32
+        })
+        .await
     );
 
     admin_execute(
@@ -172,9 +162,17 @@ async fn database_outage_reports_unavailable() {
         &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
     )
     .await;
-    assert!(eventually(|| async { http_status(&readyz).await == StatusCode::OK }).await);
     assert!(
-        eventually(|| async { grpc_health(&app).await == ServingStatus::Serving as i32 }).await
+        eventually(Duration::from_secs(15), || async {
+            http_status(&readyz).await == StatusCode::OK
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            grpc_health(&app).await == ServingStatus::Serving as i32
+        })
+        .await
     );
     app.finish().await;
 }

@@ -572,3 +572,22 @@ pub fn app_store_failure_message(app: &TestApp, url: &Url) -> String {
 pub async fn http_status(url: &str) -> StatusCode {
     reqwest::get(url).await.unwrap().status()
 }
+
+/// Polls `check` every 200 ms until it returns true or `limit` passes.
+/// Returns whether it returned true.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

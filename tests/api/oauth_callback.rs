@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use chrono::Utc;
 use intercom_installs::persistence::entities::oauth_state;
 use intercom_stand_in::{Config, Decision, Endpoint, Fault, StandIn};
@@ -5,7 +7,7 @@ use reqwest::{StatusCode, header};
 use sea_orm::{EntityTrait, sea_query::Expr};
 
 use crate::helpers::{
-    Browser, TestApp, app_store_failure_message, assert_app_store_success, query_value,
+    Browser, TestApp, app_store_failure_message, assert_app_store_success, eventually, query_value,
 };
 
 const BROWSER_COOKIE: &str = "intercom_installs_browser";
@@ -443,14 +445,10 @@ async fn me_failure_keeps_token_pending() {
 
     // Once /me works again, the maintenance task stores the token.
     app.intercom.set_fault(Endpoint::Me, None);
-    let mut stored = false;
-    for _ in 0..40 {
-        if app.installation("ws1").await.is_some() {
-            stored = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    let stored = eventually(Duration::from_secs(10), || async {
+        app.installation("ws1").await.is_some()
+    })
+    .await;
     assert!(stored, "the pending token was not stored");
     let row = app.installation("ws1").await.unwrap();
     assert_eq!(row.token_fingerprint.as_deref(), Some(fingerprint.as_str()));
@@ -521,14 +519,10 @@ async fn abandoned_callback_still_completes() {
         sent.is_err(),
         "the browser gives up before the callback ends"
     );
-    let mut stored = false;
-    for _ in 0..20 {
-        if app.installation("ws1").await.is_some() {
-            stored = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let stored = eventually(Duration::from_secs(4), || async {
+        app.installation("ws1").await.is_some()
+    })
+    .await;
     assert!(stored, "the install finished after the browser left");
     app.assert_no_untracked_tokens().await;
     app.finish().await;

@@ -9,7 +9,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr,
 };
 
-use crate::helpers::{TestApp, install_request};
+use crate::helpers::{TestApp, eventually, install_request};
 
 /// Install checks its token with /me before Revoke's uninstall kills every
 /// token of the workspace, and stores it before Revoke writes `revoked`.
@@ -73,17 +73,12 @@ async fn pending_token_keeps_newer_install() {
     app.intercom.set_fault(Endpoint::Me, None);
 
     let (newer_token, _) = app.install_with_token("ws1", "US").await;
-    let mut resolved = false;
-    for _ in 0..40 {
-        if app.oauth_states().await[0]
+    let resolved = eventually(Duration::from_secs(10), || async {
+        app.oauth_states().await[0]
             .pending_token_ciphertext
             .is_none()
-        {
-            resolved = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
 
     assert!(resolved, "the pending token was not resolved");
     let row = app.installation("ws1").await.unwrap();

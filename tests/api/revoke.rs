@@ -2,7 +2,7 @@ use intercom_installs::proto::{self, WorkspaceStatus};
 use intercom_stand_in::{Endpoint, Fault};
 use tonic::Code;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, eventually};
 
 fn revoke_request(workspace_id: &str) -> proto::RevokeRequest {
     proto::RevokeRequest {
@@ -226,14 +226,10 @@ async fn revoke_past_deadline_still_records() {
     let status = app.grpc.clone().revoke(request).await.unwrap_err();
 
     assert_eq!(status.code(), Code::Cancelled, "{}", status.message());
-    let mut revoked = false;
-    for _ in 0..20 {
-        if app.installation("ws1").await.unwrap().status == "revoked" {
-            revoked = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let revoked = eventually(std::time::Duration::from_secs(4), || async {
+        app.installation("ws1").await.unwrap().status == "revoked"
+    })
+    .await;
     assert!(revoked, "the revoke finished after the deadline passed");
     assert!(!app.intercom.is_live(&token));
     app.finish().await;
